@@ -1,0 +1,44 @@
+"""All configuration in one object, read from TOLLWAY_* variables and a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    database_url: str = "sqlite+aiosqlite:///./tollway.db"
+    config: Path | None = None
+    admin_secret: SecretStr | None = None
+    # Encrypts upstream secrets stored in the database; derived from the admin secret if unset.
+    secret_key: SecretStr | None = None
+    redis_url: str | None = None
+    log_level: str = "info"
+
+    # Request handling
+    max_body_bytes: int = 32 * 1024 * 1024
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 600.0
+    max_attempts: int = Field(default=3, ge=1)
+
+    # Background work
+    usage_batch_size: int = 500
+    usage_flush_interval: float = 0.25
+    key_cache_ttl: float = 60.0
+    negative_cache_ttl: float = 5.0
+    revision_poll_interval: float = 1.0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

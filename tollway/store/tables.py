@@ -1,0 +1,155 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations under migrations/ create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320)),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("models", JSON),  # allow-list of public model names; NULL = all
+    # Limits (NULL = unlimited)
+    Column("rpm", Integer),
+    Column("rpd", Integer),
+    Column("tpm", Integer),
+    Column("tpd", Integer),
+    Column("token_quota", BigInteger),
+    Column("budget_usd", Float),
+    Column("budget_period", String(16), nullable=False, default="none"),
+    Column("max_parallel", Integer),
+    Column("metadata", JSON),
+)
+
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("base_url", String(2000), nullable=False),
+    Column("api_key_enc", Text),  # Fernet token; never the clear key
+    Column("models", JSON),  # list of served models; NULL = all
+    Column("aliases", JSON),  # public name -> upstream model name
+    Column("weight", Float, nullable=False, default=1.0),
+    Column("account", String(200)),
+    Column("provider", String(32), nullable=False, default="openai"),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("serves_modelless", Boolean, nullable=False, default=False),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("manual_balance_usd", Float),
+    Column("extra", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+model_prices = Table(
+    "model_prices",
+    metadata,
+    Column("model", String(300), primary_key=True),
+    Column("input_per_mtok", Float, nullable=False),
+    Column("output_per_mtok", Float, nullable=False),
+    Column("cached_input_per_mtok", Float),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id", ondelete="SET NULL")),
+    Column("method", String(10), nullable=False),
+    Column("endpoint", String(300), nullable=False),
+    Column("model", String(300)),
+    Column("upstream", String(200)),
+    Column("upstream_model", String(300)),
+    Column("status", Integer, nullable=False),
+    Column("stream", Boolean, nullable=False, default=False),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("total_tokens", Integer),
+    Column("cached_tokens", Integer),
+    Column("reasoning_tokens", Integer),
+    Column("cost_usd", Float),
+    Column("latency_ms", Float),
+    Column("ttft_ms", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error_type", String(100)),
+    Column("fallback_from", String(300)),
+    Index("ix_usage_records_ts", "ts"),
+    Index("ix_usage_records_key_ts", "key_id", "ts"),
+)
+
+# Hourly rollups kept current by the usage writer, so reports never scan raw rows.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("key_id", Integer, nullable=False),  # 0 for requests without a key
+    Column("model", String(300), nullable=False),  # "" when none
+    Column("upstream", String(200), nullable=False),  # "" when none
+    Column("endpoint", String(300), nullable=False),
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("latency_ms_sum", Float, nullable=False, default=0.0),
+    UniqueConstraint("hour", "key_id", "model", "upstream", "endpoint", name="uq_usage_rollups"),
+    Index("ix_usage_rollups_key_hour", "key_id", "hour"),
+)
+
+# Bumped by every admin change; every instance polls it to drop stale caches within a second.
+state_revisions = Table(
+    "state_revisions",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("revision", BigInteger, nullable=False, default=0),
+)
+
+# Small key/value store for instance-wide state (e.g. the admin secret's hash).
+kv = Table(
+    "kv",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
