@@ -1,0 +1,142 @@
+"""Writes a batch of usage events: raw rows, hourly rollups and keys' last use, in one transaction.
+
+Called by the gateway's background usage sink, never on the request path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tollway.core.types import UsageEvent
+from tollway.store.queries import from_unix, upsert
+from tollway.store.tables import api_keys, usage_records, usage_rollups
+
+RollupKey = tuple[datetime, int, str, str, str]  # hour, key_id, model, upstream, endpoint
+
+
+@dataclass(slots=True)
+class _Rollup:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms_sum: float = 0.0
+
+    def add(self, ev: UsageEvent) -> None:
+        self.requests += 1
+        self.errors += ev.status >= 400
+        self.prompt_tokens += ev.prompt_tokens or 0
+        self.completion_tokens += ev.completion_tokens or 0
+        self.total_tokens += ev.total_tokens or 0
+        self.cost_usd += ev.cost_usd or 0.0
+        self.latency_ms_sum += ev.latency_ms or 0.0
+
+
+_COUNTERS = tuple(_Rollup.__dataclass_fields__)
+
+
+async def write_usage(engine: AsyncEngine, events: list[UsageEvent]) -> None:
+    if not events:
+        return
+    async with engine.begin() as conn:
+        known = await _existing_keys(conn, {ev.key_id for ev in events if ev.key_id is not None})
+        rows: list[dict[str, Any]] = []
+        rollups: dict[RollupKey, _Rollup] = {}
+        last_used: dict[int, datetime] = {}
+        for ev in events:
+            ts = from_unix(ev.ts)
+            # A key deleted while its events sat in the queue: keep the usage, drop the link
+            # (the foreign key would otherwise reject the whole batch).
+            key_id = ev.key_id if ev.key_id in known else None
+            rows.append(_record(ev, ts, key_id))
+            hour = ts.replace(minute=0, second=0, microsecond=0)
+            rk = (hour, key_id or 0, ev.model or "", ev.upstream or "", ev.endpoint)
+            rollup = rollups.get(rk)
+            if rollup is None:
+                rollup = rollups[rk] = _Rollup()
+            rollup.add(ev)
+            if key_id is not None and (key_id not in last_used or ts > last_used[key_id]):
+                last_used[key_id] = ts
+
+        await conn.execute(usage_records.insert(), rows)
+        await _upsert_rollups(conn, rollups)
+        await _touch_keys(conn, last_used)
+
+
+async def _existing_keys(conn: AsyncConnection, ids: set[int]) -> set[int]:
+    if not ids:
+        return set()
+    result = await conn.execute(select(api_keys.c.id).where(api_keys.c.id.in_(sorted(ids))))
+    return set(result.scalars())
+
+
+def _record(ev: UsageEvent, ts: datetime, key_id: int | None) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "request_id": ev.request_id,
+        "key_id": key_id,
+        "method": ev.method,
+        "endpoint": ev.endpoint,
+        "model": ev.model,
+        "upstream": ev.upstream,
+        "upstream_model": ev.upstream_model,
+        "status": ev.status,
+        "stream": ev.stream,
+        "prompt_tokens": ev.prompt_tokens,
+        "completion_tokens": ev.completion_tokens,
+        "total_tokens": ev.total_tokens,
+        "cached_tokens": ev.cached_tokens,
+        "reasoning_tokens": ev.reasoning_tokens,
+        "cost_usd": ev.cost_usd,
+        "latency_ms": ev.latency_ms,
+        "ttft_ms": ev.ttft_ms,
+        "attempts": ev.attempts,
+        "error_type": ev.error_type,
+        "fallback_from": ev.fallback_from,
+    }
+
+
+async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, _Rollup]) -> None:
+    stmt = upsert(conn, usage_rollups)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["hour", "key_id", "model", "upstream", "endpoint"],
+        set_={name: usage_rollups.c[name] + stmt.excluded[name] for name in _COUNTERS},
+    )
+    # Sorted so concurrent writers (several instances on PostgreSQL) lock rows in one order.
+    params = [
+        {
+            "hour": hour,
+            "key_id": key_id,
+            "model": model,
+            "upstream": upstream,
+            "endpoint": endpoint,
+            **{name: getattr(r, name) for name in _COUNTERS},
+        }
+        for (hour, key_id, model, upstream, endpoint), r in sorted(rollups.items())
+    ]
+    await conn.execute(stmt, params)
+
+
+async def _touch_keys(conn: AsyncConnection, last_used: dict[int, datetime]) -> None:
+    if not last_used:
+        return
+    b_ts = bindparam("b_ts", type_=api_keys.c.last_used_at.type)
+    stmt = (
+        update(api_keys)
+        .where(
+            and_(
+                api_keys.c.id == bindparam("b_id"),
+                # Only forward: an older batch flushed late must not move it back.
+                or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < b_ts),
+            )
+        )
+        .values(last_used_at=b_ts)
+    )
+    await conn.execute(stmt, [{"b_id": k, "b_ts": ts} for k, ts in sorted(last_used.items())])
