@@ -1,0 +1,360 @@
+"""Client key administration: create, list, get, update, enable/disable, rotate, delete.
+
+Secrets are stored only as SHA-256 hashes; the raw key leaves this module once, in CreatedKey.
+Every mutation bumps the "keys" revision in its own transaction so all instances drop
+stale cache entries within a poll interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tollway.core.secrets import KEY_PREFIX, display_prefix, generate_key, hash_key
+from tollway.services.errors import Invalid, NotFound
+from tollway.store.queries import as_utc, bump_revision, utcnow
+from tollway.store.tables import api_keys
+
+BudgetPeriod = Literal["none", "daily", "weekly", "monthly"]
+KeyStatus = Literal["active", "disabled", "expired"]
+STATUSES: tuple[KeyStatus, ...] = ("active", "disabled", "expired")
+MAX_PAGE = 1000
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Count = Annotated[int, Field(ge=0)]
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _clean_email(v: str | None) -> str | None:
+    if v is None:
+        return None
+    v = v.strip()
+    if not v:
+        return None
+    if "@" not in v or len(v) > 320:
+        raise ValueError("not an email address")
+    return v
+
+
+def _clean_models(v: list[str] | None) -> list[str] | None:
+    # None = every model; [] = none at all. Stored sorted and deduplicated.
+    if v is None:
+        return None
+    return sorted({m.strip() for m in v if m.strip()})
+
+
+def _clean_expiry(v: datetime | None) -> datetime | None:
+    return as_utc(v)  # naive input is taken as UTC
+
+
+class _KeyFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("email", check_fields=False)
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        return _clean_email(v)
+
+    @field_validator("models", check_fields=False)
+    @classmethod
+    def _models(cls, v: list[str] | None) -> list[str] | None:
+        return _clean_models(v)
+
+    @field_validator("expires_at", check_fields=False)
+    @classmethod
+    def _expiry(cls, v: datetime | None) -> datetime | None:
+        return _clean_expiry(v)
+
+
+class KeyCreate(_KeyFields):
+    name: Name
+    email: str | None = None
+    enabled: bool = True
+    expires_at: datetime | None = None
+    models: list[str] | None = None
+    rpm: Count | None = None
+    rpd: Count | None = None
+    tpm: Count | None = None
+    tpd: Count | None = None
+    token_quota: Count | None = None
+    budget_usd: Money | None = None
+    budget_period: BudgetPeriod = "none"
+    max_parallel: Count | None = None
+
+
+class KeyUpdate(_KeyFields):
+    """Only the fields given are changed; an explicit None clears a nullable field."""
+
+    name: Name | None = None
+    email: str | None = None
+    enabled: bool | None = None
+    expires_at: datetime | None = None
+    models: list[str] | None = None
+    rpm: Count | None = None
+    rpd: Count | None = None
+    tpm: Count | None = None
+    tpd: Count | None = None
+    token_quota: Count | None = None
+    budget_usd: Money | None = None
+    budget_period: BudgetPeriod | None = None
+    max_parallel: Count | None = None
+
+
+class KeyInfo(BaseModel):
+    """A key as admins see it. Never carries the secret or its hash."""
+
+    id: int
+    name: str
+    prefix: str
+    email: str | None
+    enabled: bool
+    status: KeyStatus
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    models: list[str] | None
+    rpm: int | None
+    rpd: int | None
+    tpm: int | None
+    tpd: int | None
+    token_quota: int | None
+    budget_usd: float | None
+    budget_period: str
+    max_parallel: int | None
+
+
+class CreatedKey(BaseModel):
+    """The result of create/rotate: the raw key, shown to the admin exactly once."""
+
+    key: str = Field(repr=False)
+    info: KeyInfo
+
+
+class KeyPage(BaseModel):
+    items: list[KeyInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], data: M | Mapping[str, Any]) -> M:
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "input"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def key_status(enabled: bool, expires_at: datetime | None, now: datetime) -> KeyStatus:
+    if not enabled:
+        return "disabled"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _info(row: Any, now: datetime) -> KeyInfo:
+    expires_at = as_utc(row.expires_at)
+    return KeyInfo(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        email=row.email,
+        enabled=bool(row.enabled),
+        status=key_status(bool(row.enabled), expires_at, now),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+        expires_at=expires_at,
+        last_used_at=as_utc(row.last_used_at),
+        models=row.models,
+        rpm=row.rpm,
+        rpd=row.rpd,
+        tpm=row.tpm,
+        tpd=row.tpd,
+        token_quota=row.token_quota,
+        budget_usd=row.budget_usd,
+        budget_period=row.budget_period,
+        max_parallel=row.max_parallel,
+    )
+
+
+_INFO_COLUMNS = [c for c in api_keys.c if c.name not in ("key_hash", "metadata")]
+
+
+async def _fetch(conn: AsyncConnection, key_id: int) -> KeyInfo:
+    row = (await conn.execute(select(*_INFO_COLUMNS).where(api_keys.c.id == key_id))).first()
+    if row is None:
+        raise NotFound(f"no key with id {key_id}")
+    return _info(row, utcnow())
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+async def get_key(engine: AsyncEngine, key_id: int) -> KeyInfo:
+    async with engine.connect() as conn:
+        return await _fetch(conn, key_id)
+
+
+def _status_filter(status: KeyStatus, now: datetime) -> ColumnElement[bool]:
+    enabled = api_keys.c.enabled.is_(True)
+    if status == "disabled":
+        return api_keys.c.enabled.is_(False)
+    if status == "expired":
+        return and_(enabled, api_keys.c.expires_at <= now)
+    return and_(enabled, or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now))
+
+
+def _search_filter(search: str) -> ColumnElement[bool]:
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    cond = or_(
+        api_keys.c.name.ilike(pattern, escape="\\"),
+        api_keys.c.email.ilike(pattern, escape="\\"),
+        api_keys.c.prefix.ilike(pattern, escape="\\"),
+    )
+    if search.startswith(KEY_PREFIX):
+        # A pasted full secret finds its key without ever storing the secret.
+        cond = or_(cond, api_keys.c.key_hash == hash_key(search))
+    return cond
+
+
+async def list_keys(
+    engine: AsyncEngine,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+    search: str | None = None,
+    status: str | None = None,
+) -> KeyPage:
+    """A page of keys, newest first, with the total matching count."""
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"offset must be >= 0 and limit between 1 and {MAX_PAGE}")
+    now = utcnow()
+    conds: list[ColumnElement[bool]] = [true()]
+    if status:
+        if status not in STATUSES:
+            raise Invalid(f"status must be one of {', '.join(STATUSES)}")
+        conds.append(_status_filter(status, now))
+    if search and search.strip():
+        conds.append(_search_filter(search.strip()))
+    where = and_(*conds)
+    async with engine.connect() as conn:
+        total = (
+            await conn.execute(select(func.count()).select_from(api_keys).where(where))
+        ).scalar()
+        rows = (
+            await conn.execute(
+                select(*_INFO_COLUMNS)
+                .where(where)
+                .order_by(api_keys.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+        ).all()
+    return KeyPage(
+        items=[_info(r, now) for r in rows], total=int(total or 0), offset=offset, limit=limit
+    )
+
+
+# --- writes -----------------------------------------------------------------------------------
+
+
+def _new_secret() -> tuple[str, dict[str, str]]:
+    raw = generate_key()
+    return raw, {"key_hash": hash_key(raw), "prefix": display_prefix(raw)}
+
+
+async def create_key(engine: AsyncEngine, data: KeyCreate | Mapping[str, Any]) -> CreatedKey:
+    spec = _parse(KeyCreate, data)
+    raw, secret_cols = _new_secret()
+    now = utcnow()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            api_keys.insert().values(
+                **spec.model_dump(), **secret_cols, created_at=now, updated_at=now
+            )
+        )
+        key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        assert key_id is not None
+        await bump_revision(conn, "keys")
+        info = await _fetch(conn, int(key_id))
+    return CreatedKey(key=raw, info=info)
+
+
+_NOT_NULL = ("name", "enabled", "budget_period")
+
+
+async def update_key(
+    engine: AsyncEngine, key_id: int, changes: KeyUpdate | Mapping[str, Any]
+) -> KeyInfo:
+    spec = _parse(KeyUpdate, changes)
+    values = spec.model_dump(exclude_unset=True)
+    for name in _NOT_NULL:
+        if name in values and values[name] is None:
+            raise Invalid(f"{name} cannot be empty")
+    return await _change(engine, key_id, values)
+
+
+async def set_enabled(engine: AsyncEngine, key_id: int, enabled: bool) -> KeyInfo:
+    return await _change(engine, key_id, {"enabled": enabled})
+
+
+async def enable_key(engine: AsyncEngine, key_id: int) -> KeyInfo:
+    return await set_enabled(engine, key_id, True)
+
+
+async def disable_key(engine: AsyncEngine, key_id: int) -> KeyInfo:
+    return await set_enabled(engine, key_id, False)
+
+
+async def rotate_key(engine: AsyncEngine, key_id: int) -> CreatedKey:
+    """A new secret for the same key id: limits and usage history stay; the old secret dies."""
+    raw, secret_cols = _new_secret()
+    info = await _change(engine, key_id, secret_cols)
+    return CreatedKey(key=raw, info=info)
+
+
+async def delete_key(engine: AsyncEngine, key_id: int) -> None:
+    """Removes the key; its raw usage rows keep their history with key_id set to NULL."""
+    async with engine.begin() as conn:
+        result = await conn.execute(api_keys.delete().where(api_keys.c.id == key_id))
+        if result.rowcount == 0:
+            raise NotFound(f"no key with id {key_id}")
+        await bump_revision(conn, "keys")
+
+
+async def _change(engine: AsyncEngine, key_id: int, values: dict[str, Any]) -> KeyInfo:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id).values(**values, updated_at=utcnow())
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no key with id {key_id}")
+        await bump_revision(conn, "keys")
+        return await _fetch(conn, key_id)
