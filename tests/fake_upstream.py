@@ -1,0 +1,245 @@
+"""A fake OpenAI-compatible upstream: a real aiohttp server on 127.0.0.1 in its own thread.
+
+Tests switch its behaviour at run time (healthy, slow, 500, 429, down, ...) and read back
+every request it received."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+SPEECH_BYTES = bytes(range(256)) * 64  # a "binary audio" body with every byte value
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Behaviour:
+    mode: str = "ok"  # ok | error | rate_limited | reject_key | slow | break_stream
+    status: int = 500
+    retry_after: str | None = None
+    delay: float = 0.0  # before answering
+    chunk_delay: float = 0.0  # between stream chunks
+    chunks: int = 5
+    prompt_tokens: int = 11
+    reply: str = "Hello from upstream"
+
+
+class FakeUpstream:
+    def __init__(self, name: str = "fake", api_key: str = "sk-upstream-SECRET-0001") -> None:
+        self.name = name
+        self.api_key = api_key
+        self.behaviour = Behaviour()
+        self.seen: list[Seen] = []
+        self.port = 0
+        self.stream_finished = threading.Event()
+        self.cancelled = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            self._runner = web.AppRunner(app, access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            loop.run_until_complete(site.start())
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"upstream-{self.name}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def reset(self) -> None:
+        self.behaviour = Behaviour()
+        self.seen.clear()
+        self.stream_finished.clear()
+        self.cancelled.clear()
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        form: dict[str, Any] = {}
+        if request.content_type == "multipart/form-data":
+            for name, value in (await request.post()).items():
+                if isinstance(value, web.FileField):
+                    form["file_size"] = len(value.file.read())
+                else:
+                    form[name] = value
+            body = orjson.dumps(form)
+        else:
+            body = await request.read()
+        self.seen.append(
+            Seen(request.method, request.path, request.query_string, dict(request.headers), body)
+        )
+        b = self.behaviour
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(401, f"Incorrect API key provided: {request.headers.get('Authorization')}")
+        if b.delay:
+            await asyncio.sleep(b.delay)
+        if b.mode == "error":
+            return _error(b.status, "upstream exploded", "server_error")
+        if b.mode == "rate_limited":
+            headers = {"Retry-After": b.retry_after} if b.retry_after else {}
+            return _error(429, "Rate limit reached", "rate_limit_error", headers)
+        if b.mode == "reject_key":
+            return _error(401, f"Incorrect API key provided: {self.api_key}")
+        path = request.path
+        if path == "/v1/chat/completions" or path == "/v1/completions":
+            data = orjson.loads(body)
+            if data.get("stream"):
+                return await self._stream(request, data)
+            return web.json_response(self._completion(data, path), dumps=_dumps)
+        if path == "/v1/embeddings":
+            data = orjson.loads(body)
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                    "model": data.get("model"),
+                    "usage": {"prompt_tokens": 4, "total_tokens": 4},
+                },
+                dumps=_dumps,
+            )
+        if path == "/v1/audio/transcriptions":
+            return web.json_response(
+                {"text": f"{form.get('model')}:{form.get('file_size')}"}, dumps=_dumps
+            )
+        if path == "/v1/audio/speech":
+            return web.Response(body=SPEECH_BYTES, content_type="audio/mpeg")
+        if path.startswith("/v1/files/") and path.endswith("/content"):
+            return web.Response(body=SPEECH_BYTES, content_type="application/octet-stream")
+        # Everything else: echo what arrived, so tests can check pass-through.
+        return web.json_response(
+            {
+                "echo": True,
+                "upstream": self.name,
+                "method": request.method,
+                "path": path,
+                "query": request.query_string,
+                "body": body.decode("utf-8", "replace"),
+            },
+            dumps=_dumps,
+        )
+
+    def _completion(self, data: dict[str, Any], path: str) -> dict[str, Any]:
+        b = self.behaviour
+        completion = len(b.reply.split())
+        usage = {
+            "prompt_tokens": b.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": b.prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 3},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        }
+        if path == "/v1/completions":
+            choice: dict[str, Any] = {"index": 0, "text": b.reply, "finish_reason": "stop"}
+            obj = "text_completion"
+        else:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": b.reply},
+                "finish_reason": "stop",
+            }
+            obj = "chat.completion"
+        return {
+            "id": "cmpl-fake",
+            "object": obj,
+            "created": int(time.time()),
+            "model": data.get("model"),
+            "choices": [choice],
+            "usage": usage,
+            "upstream": self.name,
+        }
+
+    async def _stream(self, request: web.Request, data: dict[str, Any]) -> web.StreamResponse:
+        b = self.behaviour
+        include_usage = (data.get("stream_options") or {}).get("include_usage") is True
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        words = (b.reply + " ") * b.chunks
+        pieces = words.split()[: b.chunks]
+        try:
+            for i, piece in enumerate(pieces):
+                chunk = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": data.get("model"),
+                    "choices": [{"index": 0, "delta": {"content": piece + " "}, "finish_reason": None}],
+                }
+                if include_usage:
+                    chunk["usage"] = None
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if b.mode == "break_stream" and i == 1:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                if b.chunk_delay:
+                    await asyncio.sleep(b.chunk_delay)
+            if include_usage:
+                usage = {
+                    "prompt_tokens": b.prompt_tokens,
+                    "completion_tokens": len(pieces),
+                    "total_tokens": b.prompt_tokens + len(pieces),
+                }
+                final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                         "model": data.get("model"), "choices": [], "usage": usage}
+                await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            self.stream_finished.set()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled.set()
+            raise
+        return resp
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _error(
+    status: int, message: str, type: str = "invalid_request_error", headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": type, "param": None, "code": None}}
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)

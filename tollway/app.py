@@ -1,0 +1,180 @@
+"""Wires the layers together: one ASGI app, one lifespan that starts and stops the
+background work. Nothing else knows how the pieces are assembled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tollway.core.errors import error_body
+from tollway.core.settings import Settings, get_settings
+from tollway.gateway.asgi import Receive, Scope, Send
+from tollway.gateway.auth import KeyCache
+from tollway.gateway.endpoint import Gateway
+from tollway.gateway.limits import Limiter, NoLimits
+from tollway.gateway.relay import Relay
+from tollway.gateway.usage import UsageSink
+from tollway.store import queries
+from tollway.store.db import create_engine, migrate_sync
+from tollway.store.usage_writer import write_usage
+from tollway.upstreams.config import load_upstreams
+from tollway.upstreams.pool import Pool
+
+log = logging.getLogger("tollway")
+
+
+@dataclass
+class Runtime:
+    """Everything the running gateway holds; admin API and UI reach it through the app."""
+
+    settings: Settings
+    engine: AsyncEngine
+    pool: Pool
+    keys: KeyCache
+    relay: Relay
+    limiter: Limiter
+    sink: UsageSink
+    gateway: Gateway
+    revisions: dict[str, int] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class TollwayApp:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.runtime: Runtime | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.web = self._build_web()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            assert self.runtime is not None, "lifespan did not run"
+            await self.runtime.gateway(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    # -- web side (health now; admin API and UI mount here) ---------------------------------
+
+    def _build_web(self) -> Starlette:
+        async def healthz(request: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        async def not_found(request: Request, exc: Exception) -> Response:
+            body = error_body(
+                f"Unknown path {request.url.path}", "invalid_request_error", "not_found"
+            )
+            return Response(body, status_code=404, media_type="application/json")
+
+        return Starlette(routes=[Route("/healthz", healthz)], exception_handlers={404: not_found})
+
+    # -- lifespan ----------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            await self.startup()
+        except Exception as exc:
+            log.exception("startup failed")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+        await self.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def startup(self) -> None:
+        s = self.settings
+        self.loop = asyncio.get_running_loop()
+        engine = create_engine(s.database_url)
+        pool = Pool(load_upstreams(s.config))
+
+        async def load_key(key_hash: str) -> Any:
+            return await queries.load_key_by_hash(engine, key_hash)
+
+        async def write(events: list[Any]) -> None:
+            await write_usage(engine, events)
+
+        keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
+        relay = Relay(pool, s.upstream_connect_timeout, s.upstream_read_timeout, s.max_attempts)
+        await relay.start()
+        limiter: Limiter = NoLimits()
+        sink = UsageSink(write, s.usage_batch_size, s.usage_flush_interval)
+        sink.start()
+        gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes)
+        rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway)
+        rt.revisions = await queries.read_revisions(engine)
+        rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
+        self.runtime = rt
+        log.info(
+            "Tollway ready: %d upstream(s), models: %s",
+            len(pool.upstreams),
+            ", ".join(pool.models()) or "(all)",
+        )
+
+    async def shutdown(self) -> None:
+        rt = self.runtime
+        if rt is None:
+            return
+        for task in rt.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await rt.sink.stop()
+        await rt.relay.close()
+        await rt.limiter.close()
+        await rt.engine.dispose()
+        self.runtime = None
+
+    async def _watch_revisions(self, rt: Runtime) -> None:
+        """Admin changes made anywhere (API, CLI, another instance) apply within a second."""
+        while True:
+            await asyncio.sleep(rt.settings.revision_poll_interval)
+            try:
+                current = await queries.read_revisions(rt.engine)
+            except Exception:
+                log.warning("could not read state revisions", exc_info=True)
+                continue
+            if current.get("keys") != rt.revisions.get("keys"):
+                rt.keys.clear()
+            rt.revisions = current
+
+
+def create_app(settings: Settings | None = None) -> TollwayApp:
+    return TollwayApp(settings)
+
+
+def serve(settings: Settings | None = None) -> None:
+    """`tollway serve`: migrate, then run under uvicorn (uvloop + httptools)."""
+    import uvicorn
+
+    s = settings or get_settings()
+    logging.basicConfig(
+        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    migrate_sync(s.database_url)
+    uvicorn.run(
+        "tollway.app:create_app",
+        factory=True,
+        host=s.host,
+        port=s.port,
+        workers=s.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=s.log_level,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,82 @@
+"""Client key authentication from an in-process cache; the database is asked only on a miss."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from tollway.core.errors import GatewayError, invalid_api_key
+from tollway.core.secrets import hash_key
+from tollway.core.types import KeyRecord
+
+from .asgi import Headers
+
+KeyLoader = Callable[[str], Awaitable[KeyRecord | None]]
+
+
+def extract_key(headers: Headers) -> str | None:
+    """`Authorization: Bearer <key>` or `x-api-key: <key>`."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value:
+            return value.decode("latin-1").strip()
+    return None
+
+
+class KeyCache:
+    """hash -> (record or None, expiry). Unknown keys are cached too, briefly (negative cache)."""
+
+    def __init__(self, loader: KeyLoader, ttl: float = 60.0, negative_ttl: float = 5.0) -> None:
+        self._loader = loader
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._entries: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._pending: dict[str, asyncio.Future[KeyRecord | None]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def lookup(self, raw_key: str) -> KeyRecord | None:
+        digest = hash_key(raw_key)
+        entry = self._entries.get(digest)
+        now = time.monotonic()
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        pending = self._pending.get(digest)
+        if pending is not None:  # one database read per key, however many arrive at once
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
+        self._pending[digest] = future
+        try:
+            record = await self._loader(digest)
+            ttl = self._ttl if record is not None else self._negative_ttl
+            self._entries[digest] = (record, time.monotonic() + ttl)
+            future.set_result(record)
+            return record
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._pending[digest]
+
+    async def authenticate(self, headers: Headers) -> KeyRecord:
+        raw = extract_key(headers)
+        if raw is None:
+            raise invalid_api_key(
+                "Missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`."
+            )
+        record = await self.lookup(raw)
+        if record is None:
+            raise invalid_api_key()
+        if not record.enabled:
+            raise GatewayError(403, "This API key is disabled.", "permission_error", "key_disabled")
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise GatewayError(
+                401, "This API key has expired.", "invalid_request_error", "key_expired"
+            )
+        return record

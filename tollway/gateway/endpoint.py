@@ -1,0 +1,282 @@
+"""The `/v1/*` endpoint: auth → limits → router → relay → usage event. Raw ASGI, no
+framework objects per request: this is the hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+
+from tollway.core.errors import GatewayError, model_not_allowed, model_not_found, no_upstream
+from tollway.core.types import KeyRecord, UsageEvent
+from tollway.upstreams.pool import Pool
+
+from .asgi import Headers, Message, Receive, Scope, Send, header, read_body, send_bytes, send_error
+from .auth import KeyCache
+from .body import RequestInfo, inspect
+from .limits import Admission, Limiter
+from .relay import DROP_RESPONSE, Attempt, Relay
+from .sse import SSETracker, usage_from_json
+from .usage import UsageSink
+
+PriceFn = Callable[[UsageEvent], float | None]
+SSE_TYPE = b"text/event-stream"
+
+
+def _usage_into(event: UsageEvent, usage: dict[str, int] | None) -> None:
+    if usage is None:
+        return
+    event.prompt_tokens = usage.get("prompt_tokens")
+    event.completion_tokens = usage.get("completion_tokens")
+    event.total_tokens = usage.get("total_tokens")
+    event.cached_tokens = usage.get("cached_tokens")
+    event.reasoning_tokens = usage.get("reasoning_tokens")
+
+
+class Gateway:
+    def __init__(
+        self,
+        keys: KeyCache,
+        pool: Pool,
+        relay: Relay,
+        limiter: Limiter,
+        sink: UsageSink,
+        max_body_bytes: int,
+        price: PriceFn | None = None,
+    ) -> None:
+        self.keys = keys
+        self.pool = pool
+        self.relay = relay
+        self.limiter = limiter
+        self.sink = sink
+        self.max_body_bytes = max_body_bytes
+        self.price = price
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        base: Headers = [(b"x-request-id", request_id.encode())]
+        headers: Headers = scope["headers"]
+        try:
+            key = await self.keys.authenticate(headers)
+        except GatewayError as exc:
+            await send_error(send, exc, base)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        event = UsageEvent(time.time(), request_id, key.id, method, path)
+        sent = [False]  # whether the response has started; failover stops there
+
+        async def tracked_send(message: Message) -> None:
+            sent[0] = True
+            await send(message)
+
+        try:
+            if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+                await self._models(tracked_send, key, path, base)
+                event.status = 200
+                return
+            await self._proxy(scope, receive, tracked_send, key, event, base)
+        except GatewayError as exc:
+            event.status = exc.status
+            event.error_type = exc.code or exc.type
+            if not sent[0]:
+                await send_error(send, exc, base)
+        finally:
+            event.latency_ms = (time.perf_counter() - started) * 1000.0
+            self.sink.emit(event)
+
+    async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers) -> None:
+        allowed = key.models
+        names = [m for m in self.pool.models() if allowed is None or m in allowed]
+        if path == "/v1/models":
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "tollway"} for m in names
+            ]
+            body = orjson.dumps({"object": "list", "data": data})
+        else:
+            model = path[len("/v1/models/") :]
+            if model not in names:
+                raise model_not_found(model)
+            body = orjson.dumps(
+                {"id": model, "object": "model", "created": 0, "owned_by": "tollway"}
+            )
+        await send_bytes(send, 200, body, base, b"application/json")
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        key: KeyRecord,
+        event: UsageEvent,
+        base: Headers,
+    ) -> None:
+        headers: Headers = scope["headers"]
+        body = await read_body(receive, self.max_body_bytes)
+        info = inspect(event.endpoint, header(headers, b"content-type"), body)
+        model = info.model
+        event.model = model
+        event.stream = info.stream
+        if model is not None:
+            if key.models is not None and model not in key.models:
+                raise model_not_allowed(model)
+            if not self.pool.knows(model):
+                raise model_not_found(model)
+        candidates = self.pool.candidates(model)
+        if not candidates:
+            raise no_upstream(
+                "No upstream serves requests without a model (files, batches...)."
+                if model is None
+                else "No upstream is available for this model."
+            )
+        admission = await self.limiter.admit(key, model)
+        try:
+            attempt = await self.relay.send(
+                event.method,
+                event.endpoint[3:],  # "/v1/chat/completions" -> "/chat/completions"
+                scope.get("query_string", b""),
+                headers,
+                body,
+                info,
+                candidates,
+                event.request_id,
+            )
+            event.attempts = attempt.attempts
+            event.upstream = attempt.upstream.name
+            event.upstream_model = (
+                attempt.upstream.upstream_model(model) if model is not None else None
+            )
+            await self._respond(receive, send, attempt, info, event, base, admission)
+        finally:
+            if self.price is not None and event.total_tokens is not None:
+                event.cost_usd = self.price(event)
+            await self.limiter.settle(key, admission, event.total_tokens, event.cost_usd)
+
+    async def _respond(
+        self,
+        receive: Receive,
+        send: Send,
+        attempt: Attempt,
+        info: RequestInfo,
+        event: UsageEvent,
+        base: Headers,
+        admission: Admission,
+    ) -> None:
+        response = attempt.response
+        up = attempt.upstream
+        event.status = response.status
+        out: Headers = [(k, v) for k, v in response.raw_headers if k.lower() not in DROP_RESPONSE]
+        out.extend(base)
+        out.extend(admission.headers)
+        content_type = response.headers.get("Content-Type", "").encode("latin-1")
+        try:
+            if content_type.startswith(SSE_TYPE):
+                self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
+                await self._stream(receive, send, attempt, info, event, out)
+            elif content_type.startswith(b"application/json") or response.status >= 400:
+                payload = await response.read()
+                if response.status < 400:
+                    self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
+                    _usage_into(event, usage_from_json(payload))
+                else:
+                    event.error_type = "upstream_error"
+                    if up.api_key and up.api_key.encode() in payload:
+                        payload = payload.replace(up.api_key.encode(), b"***")
+                await send_bytes(send, response.status, payload, out)
+            else:
+                self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
+                await self._passthrough(send, response, out)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Failed while reading a non-streamed answer: nothing sent yet, so say so cleanly.
+            self.pool.on_failure(up)
+            raise GatewayError(
+                502, "The upstream connection failed mid-response.", "upstream_error"
+            ) from exc
+        finally:
+            up.in_flight -= 1
+            response.release()
+
+    async def _passthrough(
+        self, send: Send, response: aiohttp.ClientResponse, out: Headers
+    ) -> None:
+        """Binary answers (speech audio, file content) stream through untouched."""
+        length = response.headers.get("Content-Length")
+        if length is not None and "Content-Encoding" not in response.headers:
+            out.append((b"content-length", length.encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream(
+        self,
+        receive: Receive,
+        send: Send,
+        attempt: Attempt,
+        info: RequestInfo,
+        event: UsageEvent,
+        out: Headers,
+    ) -> None:
+        response = attempt.response
+        tracker = SSETracker(hide_usage_chunk=info.inject_usage)
+        disconnected = asyncio.Event()
+
+        async def watch_client() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    response.close()  # cancels the upstream request
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch_client())
+        began = time.perf_counter()
+        first = True
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            try:
+                async for chunk in response.content.iter_any():
+                    data = tracker.feed(chunk)
+                    if data:
+                        if first:
+                            event.ttft_ms = (time.perf_counter() - began) * 1000.0
+                            first = False
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                rest = tracker.tail()
+            except (aiohttp.ClientError, TimeoutError):
+                rest = b""
+                if not disconnected.is_set():
+                    event.error_type = "upstream_stream_error"
+                    self.pool.on_failure(attempt.upstream)
+                    rest = (
+                        b"data: "
+                        + orjson.dumps(
+                            {
+                                "error": {
+                                    "message": "The upstream stream failed before it was complete.",
+                                    "type": "upstream_error",
+                                    "param": None,
+                                    "code": "upstream_stream_error",
+                                }
+                            }
+                        )
+                        + b"\n\n"
+                    )
+            if disconnected.is_set():
+                event.error_type = "client_disconnected"
+            elif not tracker.saw_done and tracker.usage is None and event.error_type is None:
+                event.error_type = "upstream_stream_incomplete"
+            await send({"type": "http.response.body", "body": rest, "more_body": False})
+        finally:
+            watcher.cancel()
+            if tracker.usage is not None:
+                _usage_into(event, tracker.usage)
+            elif tracker.content_chunks:
+                # The stream ended before its usage chunk: count what was relayed.
+                event.completion_tokens = tracker.content_chunks
+                event.total_tokens = tracker.content_chunks
