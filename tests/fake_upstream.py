@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 SPEECH_BYTES = bytes(range(256)) * 64  # a "binary audio" body with every byte value
 
@@ -22,7 +23,7 @@ class Seen:
     method: str
     path: str
     query: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: bytes
 
 
@@ -109,11 +110,19 @@ class FakeUpstream:
         else:
             body = await request.read()
         self.seen.append(
-            Seen(request.method, request.path, request.query_string, dict(request.headers), body)
+            Seen(
+                request.method,
+                request.path,
+                request.query_string,
+                CIMultiDict(request.headers),
+                body,
+            )
         )
         b = self.behaviour
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _error(401, f"Incorrect API key provided: {request.headers.get('Authorization')}")
+            return _error(
+                401, f"Incorrect API key provided: {request.headers.get('Authorization')}"
+            )
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.mode == "error":
@@ -205,7 +214,9 @@ class FakeUpstream:
                     "object": "chat.completion.chunk",
                     "created": 0,
                     "model": data.get("model"),
-                    "choices": [{"index": 0, "delta": {"content": piece + " "}, "finish_reason": None}],
+                    "choices": [
+                        {"index": 0, "delta": {"content": piece + " "}, "finish_reason": None}
+                    ],
                 }
                 if include_usage:
                     chunk["usage"] = None
@@ -222,8 +233,14 @@ class FakeUpstream:
                     "completion_tokens": len(pieces),
                     "total_tokens": b.prompt_tokens + len(pieces),
                 }
-                final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                         "model": data.get("model"), "choices": [], "usage": usage}
+                final = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": data.get("model"),
+                    "choices": [],
+                    "usage": usage,
+                }
                 await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
@@ -239,7 +256,10 @@ def _dumps(obj: Any) -> str:
 
 
 def _error(
-    status: int, message: str, type: str = "invalid_request_error", headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    type: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = {"error": {"message": message, "type": type, "param": None, "code": None}}
     return web.json_response(body, status=status, headers=headers, dumps=_dumps)

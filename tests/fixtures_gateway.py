@@ -106,7 +106,9 @@ class Stack:
         return self.gateway.url
 
     def client(self, key: str | None = None, **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(api_key=key or self.key, base_url=self.url + "/v1", max_retries=0, **kw)
+        return openai.OpenAI(
+            api_key=key or self.key, base_url=self.url + "/v1", max_retries=0, **kw
+        )
 
     def aclient(self, key: str | None = None) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(api_key=key or self.key, base_url=self.url + "/v1", max_retries=0)
@@ -144,6 +146,24 @@ class Stack:
             rows = run_async(fetch())
         return rows
 
+    def row(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The usage row of one request, once the background writer has stored it."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for r in self.usage_rows(0):
+                if r["request_id"] == request_id:
+                    return r
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage row for request {request_id}")
+            time.sleep(0.05)
+
+    def last_row(self, upstream: FakeUpstream | None = None) -> dict[str, Any]:
+        """The usage row of the last request the upstream received."""
+        seen = (upstream or self.a).seen[-1]
+        return self.row(seen.headers["X-Request-Id"])
+
     def stop(self) -> None:
         self.gateway.stop()
         self.a.stop()
@@ -155,6 +175,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = Stack(tmp_path_factory.mktemp("stack"))
     yield s
     s.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    from .servers import free_port
+
+    return free_port()
 
 
 @pytest.fixture

@@ -86,7 +86,12 @@ class GatewayProcess:
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "TOLLWAY_PORT": str(self.port), "TOLLWAY_HOST": "127.0.0.1"}
+        self.env = {
+            **os.environ,
+            **env,
+            "TOLLWAY_PORT": str(self.port),
+            "TOLLWAY_HOST": "127.0.0.1",
+        }
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = cwd / f"tollway-{self.port}.log"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from tollway.core.errors import error_body
 from tollway.core.settings import Settings, get_settings
-from tollway.gateway.asgi import Receive, Scope, Send
+from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.limits import Limiter, NoLimits
@@ -62,7 +63,7 @@ class TollwayApp:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
-            await self.web(scope, receive, send)
+            await self.web(scope, receive, _with_request_id(send))
 
     # -- web side (health now; admin API and UI mount here) ---------------------------------
 
@@ -150,6 +151,18 @@ class TollwayApp:
             if current.get("keys") != rt.revisions.get("keys"):
                 rt.keys.clear()
             rt.revisions = current
+
+
+def _with_request_id(send: Send) -> Send:
+    """Every response carries an x-request-id, the web side's too."""
+    request_id = uuid.uuid4().hex.encode()
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+        await send(message)
+
+    return wrapped
 
 
 def create_app(settings: Settings | None = None) -> TollwayApp:

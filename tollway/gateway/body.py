@@ -13,7 +13,8 @@ from tollway.core.errors import GatewayError
 # Endpoints whose streams accept stream_options.include_usage.
 USAGE_OPTION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
-_MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]*)\r\n')
+# The value of the form field `model`: its part's headers, a blank line, then the value.
+_MULTIPART_MODEL = re.compile(rb'; name="model"[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n')
 
 
 @dataclass(slots=True)
@@ -23,6 +24,7 @@ class RequestInfo:
     client_wants_usage: bool = False
     json: dict[str, Any] | None = None  # parsed JSON body, when it was JSON
     multipart: bool = False
+    model_span: tuple[int, int] | None = None  # where the model value sits in a multipart body
     inject_usage: bool = False  # we asked the upstream for usage the client did not ask for
 
 
@@ -36,6 +38,7 @@ def inspect(path: str, content_type: bytes | None, body: bytes) -> RequestInfo:
         match = _MULTIPART_MODEL.search(body)
         if match:
             info.model = match.group(1).decode("utf-8", "replace")
+            info.model_span = match.span(1)
         return info
     if ctype not in (b"application/json", b""):
         return info
@@ -77,8 +80,7 @@ def body_for(info: RequestInfo, body: bytes, upstream_model: str | None) -> byte
             merged["include_usage"] = True
             data["stream_options"] = merged
         return orjson.dumps(data)
-    if info.multipart and renamed and info.model is not None and upstream_model is not None:
-        old = b'name="model"\r\n\r\n' + info.model.encode() + b"\r\n"
-        new = b'name="model"\r\n\r\n' + upstream_model.encode() + b"\r\n"
-        return body.replace(old, new, 1)
+    if renamed and info.model_span is not None and upstream_model is not None:
+        start, end = info.model_span
+        return body[:start] + upstream_model.encode() + body[end:]
     return body

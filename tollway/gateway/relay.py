@@ -154,6 +154,7 @@ class Relay:
                     headers=self.forward_headers(headers, up, request_id),
                     data=payload if payload else None,
                     allow_redirects=False,
+                    timeout=self.timeout,
                 )
             except TimeoutError:
                 up.in_flight -= 1
