@@ -100,7 +100,7 @@ class TollwayApp:
         s = self.settings
         self.loop = asyncio.get_running_loop()
         engine = create_engine(s.database_url)
-        pool = Pool(load_upstreams(s.config))
+        pool = Pool(load_upstreams(s.config_path()))
 
         async def load_key(key_hash: str) -> Any:
             return await queries.load_key_by_hash(engine, key_hash)

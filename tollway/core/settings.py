@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     negative_cache_ttl: float = 5.0
     revision_poll_interval: float = 1.0
 
+    def config_path(self) -> Path | None:
+        """TOLLWAY_CONFIG, or ./tollway.yaml when it exists: one file to edit, no flag needed."""
+        if self.config is not None:
+            return self.config
+        default = Path("tollway.yaml")
+        return default if default.is_file() else None
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
