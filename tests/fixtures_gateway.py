@@ -178,6 +178,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def pg_url_sync() -> Iterator[str]:
+    """A throwaway PostgreSQL database for sync tests (see fixtures_db for the rules)."""
+    import secrets
+
+    from .fixtures_db import PG_HOST, PG_PORT, PG_USER, _admin_connection
+
+    name = f"tollway_t_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await _admin_connection()
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_async(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        run_async(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
 def unused_port() -> int:
     from .servers import free_port
 

@@ -49,10 +49,17 @@ class UsageSink:
             self._task = None
         await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self, retries: int = 3) -> None:
+        """Write everything buffered; on shutdown a failing database gets a few more tries."""
+        failures = 0
         while self._buffer:
-            if not await self._write_batch():
+            if await self._write_batch():
+                continue
+            failures += 1
+            if failures > retries:
+                log.error("usage: %d events could not be written", len(self._buffer))
                 return
+            await asyncio.sleep(0.2 * failures)
 
     async def _run(self) -> None:
         failures = 0
