@@ -1,0 +1,5 @@
+"""`python -m tollway.cli`: the same as the `tollway` console script."""
+
+from tollway.cli.main import app
+
+app()
