@@ -118,9 +118,7 @@ class Stack:
         self.b.reset()
         rt = self.gateway.app.runtime
         assert rt is not None
-        for up in rt.pool.upstreams:
-            up.cooldown_until = 0.0
-            up.consecutive_failures = 0
+        rt.pool.reset_health()
 
     def usage_rows(self, expected: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The usage table once it holds `expected` rows (the writer is asynchronous)."""

@@ -128,7 +128,7 @@ class Gateway:
             if not self.pool.knows(model):
                 raise model_not_found(model)
         candidates = self.pool.candidates(model)
-        if not candidates:
+        if not candidates and not self.pool.fallbacks(model):
             raise no_upstream(
                 "No upstream serves requests without a model (files, batches...)."
                 if model is None
@@ -145,16 +145,22 @@ class Gateway:
                 info,
                 candidates,
                 event.request_id,
+                key.models,
             )
             event.attempts = attempt.attempts
             event.upstream = attempt.upstream.name
+            if attempt.model != model:  # served by a fallback model
+                event.fallback_from, event.model = model, attempt.model
             event.upstream_model = (
-                attempt.upstream.upstream_model(model) if model is not None else None
+                attempt.upstream.upstream_model(attempt.model)
+                if attempt.model is not None
+                else None
             )
             await self._respond(receive, send, attempt, info, event, base, admission)
         finally:
             if self.price is not None and event.total_tokens is not None:
                 event.cost_usd = self.price(event)
+            self.pool.on_usage(event.upstream, event.total_tokens, event.cost_usd)
             await self.limiter.settle(key, admission, event.total_tokens, event.cost_usd)
 
     async def _respond(

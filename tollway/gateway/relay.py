@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict
 
-from tollway.core.errors import GatewayError, upstream_timeout, upstream_unreachable
+from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
+from tollway.upstreams.verdict import CREDIT_STATUSES, out_of_credit
 
 from .asgi import Headers
 from .body import RequestInfo, body_for
@@ -73,6 +74,7 @@ class Attempt:
     response: aiohttp.ClientResponse
     attempts: int
     started: float  # perf_counter when the successful attempt began
+    model: str | None = None  # the public model served: a fallback's when one was used
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -133,64 +135,140 @@ class Relay:
         info: RequestInfo,
         candidates: list[Upstream],
         request_id: str,
+        allowed: frozenset[str] | None = None,
     ) -> Attempt:
         """The first upstream answer worth giving the client. Connection errors, timeouts,
-        5xx, 429 and rejected upstream keys move on to the next candidate."""
+        5xx, 429 and rejected keys move on: up to max_attempts upstreams of the model, then
+        the same for each configured fallback model the client key may use. The last failed
+        answer passes through when nothing better came."""
         assert self.session is not None, "relay not started"
+        pool = self.pool
         last_error: GatewayError | None = None
+        held: Attempt | None = None  # the latest failed answer, kept to pass through
+        held_verdict = ""
+        number = 0
+        model = info.model
         tries = candidates[: self.max_attempts]
-        for number, up in enumerate(tries, start=1):
-            url = up.base_url + subpath
-            if query:
-                url += "?" + query.decode("latin-1")
-            upstream_model = up.upstream_model(info.model) if info.model is not None else None
-            payload = body_for(info, body, upstream_model)
-            started = time.perf_counter()
-            up.in_flight += 1
-            try:
-                response = await self.session.request(
-                    method,
-                    url,
-                    headers=self.forward_headers(headers, up, request_id),
-                    data=payload if payload else None,
-                    allow_redirects=False,
-                    timeout=self.timeout,
-                )
-            except TimeoutError:
-                up.in_flight -= 1
-                self.pool.on_failure(up)
-                last_error = upstream_timeout()
-                continue
-            except aiohttp.ClientError:
-                up.in_flight -= 1
-                self.pool.on_failure(up)
-                last_error = upstream_unreachable()
-                continue
-            except BaseException:
-                up.in_flight -= 1
-                raise
-            status = response.status
-            retryable = status in RETRYABLE_STATUS or status in KEY_REJECTED_STATUS
-            if not retryable:
-                return Attempt(up, response, number, started)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self.pool.on_failure(up, retry_after if status == 429 else None)
-            if number == len(tries):
-                if status in KEY_REJECTED_STATUS:
-                    # The upstream refused *our* key: not the client's business, and its
-                    # message may quote the key.
-                    await self.release(up, response)
-                    raise GatewayError(
-                        502,
-                        f"Upstream `{up.name}` rejected Tollway's credentials (HTTP {status}).",
-                        "upstream_error",
-                        "upstream_auth_failed",
+        fallbacks = pool.fallbacks(model)
+        next_fallback = 0
+        while True:
+            for up in tries:
+                number += 1
+                try:
+                    response, started = await self._request(
+                        method, subpath, query, headers, body, info, up, model, request_id
                     )
-                return Attempt(up, response, number, started)
-            await self.release(up, response)
+                except TimeoutError:
+                    pool.on_failure(up, reason="timeout")
+                    last_error = upstream_timeout()
+                    continue
+                except aiohttp.ClientError:
+                    pool.on_failure(up, reason="connection failed")
+                    last_error = upstream_unreachable()
+                    continue
+                attempt = Attempt(up, response, number, started, model)
+                verdict = await self._judge(attempt)
+                if held is not None:
+                    await self.release(held.upstream, held.response)
+                    held = None
+                if not verdict:
+                    return attempt
+                held, held_verdict = attempt, verdict
+            # This model is spent; on to the next fallback that has upstreams.
+            tries = []
+            while not tries and next_fallback < len(fallbacks):
+                model = fallbacks[next_fallback]
+                next_fallback += 1
+                if allowed is None or model in allowed:
+                    tries = pool.candidates(model)[: self.max_attempts]
+            if not tries:
+                break
+        if held is not None:
+            if held_verdict == "ok":
+                return held
+            status = held.response.status
+            await self.release(held.upstream, held.response)
+            if held_verdict == "credit":
+                raise GatewayError(
+                    503,
+                    "Every upstream account for this model is out of credit.",
+                    "service_unavailable_error",
+                    "upstream_out_of_credit",
+                )
+            # The upstream refused *our* key: not the client's business, and its message
+            # may quote the key.
+            raise GatewayError(
+                502,
+                f"Upstream `{held.upstream.name}` rejected Tollway's credentials (HTTP {status}).",
+                "upstream_error",
+                "upstream_auth_failed",
+            )
         if last_error is None:
-            raise GatewayError(503, "No upstream is available.", "service_unavailable_error")
+            raise no_upstream()
         raise last_error
+
+    async def _request(
+        self,
+        method: str,
+        subpath: str,
+        query: bytes,
+        headers: Headers,
+        body: bytes,
+        info: RequestInfo,
+        up: Upstream,
+        model: str | None,
+        request_id: str,
+    ) -> tuple[aiohttp.ClientResponse, float]:
+        assert self.session is not None
+        url = up.base_url + subpath
+        if query:
+            url += "?" + query.decode("latin-1")
+        upstream_model = up.upstream_model(model) if model is not None else None
+        payload = body_for(info, body, upstream_model)
+        self.pool.on_attempt(up)
+        started = time.perf_counter()
+        up.in_flight += 1
+        try:
+            response = await self.session.request(
+                method,
+                url,
+                headers=self.forward_headers(headers, up, request_id),
+                data=payload if payload else None,
+                allow_redirects=False,
+                timeout=self.timeout,
+            )
+        except BaseException:
+            up.in_flight -= 1
+            raise
+        return response, started
+
+    async def _judge(self, attempt: Attempt) -> str:
+        """ "" when the answer goes to the client; else why not, after telling the pool:
+        "ok" (retryable, may still pass through), "key" or "credit" (never passes through)."""
+        up, response = attempt.upstream, attempt.response
+        status = response.status
+        if status < 400 or (
+            status not in RETRYABLE_STATUS
+            and status not in CREDIT_STATUSES
+            and status not in KEY_REJECTED_STATUS
+        ):
+            return ""
+        if status in CREDIT_STATUSES:
+            try:
+                text = await response.read()  # small error bodies; kept for pass-through
+            except (aiohttp.ClientError, TimeoutError):
+                text = b""
+            if out_of_credit(status, text):
+                self.pool.on_exhausted(up, status)
+                return "credit"
+            if status == 400:
+                return ""
+        if status in KEY_REJECTED_STATUS:
+            self.pool.on_key_rejected(up, status)
+            return "key"
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        self.pool.on_failure(up, retry_after if status == 429 else None, f"HTTP {status}")
+        return "ok"
 
     async def release(self, up: Upstream, response: aiohttp.ClientResponse) -> None:
         up.in_flight -= 1

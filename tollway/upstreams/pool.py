@@ -1,24 +1,50 @@
-"""The set of upstreams, which ones serve a model, and in what order to try them."""
+"""The set of upstreams: which serve a model, in what order to try them, and their health.
+
+Everything here runs on the request path: no I/O, O(upstreams of the model) per call.
+Health is passive (the relay reports outcomes); background probes (manager.py) only write
+balances and clear cooldowns.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
-from .target import Upstream
+from .policy import PoolPolicy
+from .strategies import Group, order
+from .target import Account, Upstream
+from .windows import window_add, window_count
 
-BASE_COOLDOWN = 1.0
-MAX_COOLDOWN = 60.0
+Clock = Callable[[], float]
+MAX_CACHED_MODELS = 4096  # unknown model names from clients must not grow the cache forever
 
 
 class Pool:
-    def __init__(self, upstreams: list[Upstream] | None = None) -> None:
-        self._rng = random.Random()
+    def __init__(
+        self,
+        upstreams: list[Upstream] | None = None,
+        policy: PoolPolicy | None = None,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.policy = policy or PoolPolicy()
+        self._rng = rng or random.Random()
+        self.upstreams: list[Upstream] = []
+        self.accounts: dict[str, Account] = {}
+        self.by_name: dict[str, Upstream] = {}
+        self._groups: dict[str | None, Group] = {}
         self.replace(upstreams or [])
 
-    def replace(self, upstreams: list[Upstream]) -> None:
-        """Swap in a new set, keeping the live state of upstreams that stay."""
-        old = {u.name: u for u in getattr(self, "upstreams", [])}
+    # -- the set ---------------------------------------------------------------------------
+
+    def replace(self, upstreams: list[Upstream], policy: PoolPolicy | None = None) -> None:
+        """Swap in a new set, keeping the live state of upstreams and accounts that stay."""
+        if policy is not None:
+            self.policy = policy
+        old = self.by_name
+        accounts: dict[str, Account] = {}
         for up in upstreams:
             prev = old.get(up.name)
             if prev is not None:
@@ -26,54 +52,202 @@ class Pool:
                 up.cooldown_until = prev.cooldown_until
                 up.consecutive_failures = prev.consecutive_failures
                 up.latency_ewma_ms = prev.latency_ewma_ms
+                up.requests, up.failures, up.last_error = (
+                    prev.requests,
+                    prev.failures,
+                    prev.last_error,
+                )
+                up.req_window, up.tok_window = prev.req_window, prev.tok_window
+                up.discovered_models = prev.discovered_models
+                if prev.api_key == up.api_key:  # a new key deserves a fresh chance
+                    up.parked_until, up.rejections = prev.parked_until, prev.rejections
+            acct = accounts.get(up.account_name)
+            if acct is None:
+                acct = self._account_for(up)
+                accounts[up.account_name] = acct
+            up.acct = acct
+        self.accounts = accounts
         self.upstreams = upstreams
-        self._by_model: dict[str | None, list[Upstream]] = {}
+        self.by_name = {u.name: u for u in upstreams}
+        self._groups = {}
+
+    def _account_for(self, up: Upstream) -> Account:
+        prev = self.accounts.get(up.account_name)
+        acct = Account(up.account_name, probe=up.probe_kind())
+        acct.manual_base_usd = up.manual_balance_usd
+        if prev is not None:
+            acct.balance_usd, acct.checked_at = prev.balance_usd, prev.checked_at
+            acct.probe_error = prev.probe_error
+            acct.exhausted_until = prev.exhausted_until
+            acct.exhausted_at_balance = prev.exhausted_at_balance
+            if prev.manual_base_usd == acct.manual_base_usd:
+                acct.spent_usd = prev.spent_usd  # same balance as before: keep what was spent
+            else:
+                acct.exhausted_until = 0.0  # an admin set a new balance
+        return acct
+
+    def _group(self, model: str | None) -> Group:
+        group = self._groups.get(model)
+        if group is None:
+            group = Group(
+                [u for u in self.upstreams if u.serves(model)], self.policy.strategy_for(model)
+            )
+            if group.ups or len(self._groups) < MAX_CACHED_MODELS:
+                self._groups[model] = group
+        return group
 
     def serving(self, model: str | None) -> list[Upstream]:
-        cached = self._by_model.get(model)
-        if cached is None:
-            cached = [u for u in self.upstreams if u.serves(model)]
-            self._by_model[model] = cached
-        return cached
+        return self._group(model).ups
 
     def knows(self, model: str) -> bool:
-        return bool(self.serving(model))
+        return bool(self._group(model).ups) or model in self.policy.fallbacks
+
+    def fallbacks(self, model: str | None) -> tuple[str, ...]:
+        if model is None:
+            return ()
+        return self.policy.fallbacks.get(model, ())
+
+    def in_rotation(self, up: Upstream, now: float) -> bool:
+        """Not disabled, key not rejected, account not out of credit."""
+        if up.weight <= 0 or up.parked_until > now:
+            return False
+        acct = up.acct
+        if acct.exhausted_until > now:
+            return False
+        balance = acct.available()
+        return balance is None or balance > self.policy.min_balance_usd
 
     def models(self) -> list[str]:
+        """What the upstreams in rotation serve (a cooldown is too short to hide a model),
+        plus models that fall back to one of them."""
+        now = self.clock()
         names: set[str] = set()
         for up in self.upstreams:
-            names |= up.public_models()
+            if self.in_rotation(up, now):
+                names |= up.public_models()
+        for model, targets in self.policy.fallbacks.items():
+            if any(t in names for t in targets):
+                names.add(model)
         return sorted(names)
 
-    def candidates(self, model: str | None) -> list[Upstream]:
-        """Upstreams to try, best first: healthy ones by weighted random order, then the
-        cooled-down ones (a last resort beats a certain 503)."""
-        serving = self.serving(model)
-        if len(serving) <= 1:
-            return serving
-        now = time.monotonic()
-        healthy = [u for u in serving if u.cooldown_until <= now and u.weight > 0]
-        resting = sorted(
-            (u for u in serving if u.cooldown_until > now and u.weight > 0),
-            key=lambda u: u.cooldown_until,
-        )
-        return self._weighted_order(healthy) + resting
+    # -- choosing ----------------------------------------------------------------------------
 
-    def _weighted_order(self, ups: list[Upstream]) -> list[Upstream]:
-        # Efraimidis-Spirakis: sort by u^(1/w) — a weighted random permutation in one pass.
-        rnd = self._rng.random
-        return sorted(ups, key=lambda u: rnd() ** (1.0 / u.weight), reverse=True)
+    def candidates(self, model: str | None) -> list[Upstream]:
+        """Upstreams to try, best first: healthy ones in the strategy's order, then the
+        cooled-down ones (a last resort beats a certain 503). Out of rotation: nothing."""
+        group = self._group(model)
+        now = self.clock()
+        healthy: list[Upstream] = []
+        resting: list[Upstream] = []
+        for up in group.ups:
+            if not self.in_rotation(up, now) or self._capped(up, now):
+                continue
+            if up.cooldown_until > now:
+                resting.append(up)
+            elif up.consecutive_failures and up.in_flight:
+                continue  # half-open: one trial request at a time
+            else:
+                healthy.append(up)
+        if len(healthy) > 1:
+            healthy = order(group, healthy, self._rng, self.policy.latency_explore)
+        if resting:
+            if len(resting) > 1:
+                resting.sort(key=lambda u: u.cooldown_until)
+            healthy.extend(resting)
+        return healthy
+
+    def _capped(self, up: Upstream, now: float) -> bool:
+        if up.rpm is not None and window_count(up.req_window, now) >= up.rpm:
+            return True
+        return up.tpm is not None and window_count(up.tok_window, now) >= up.tpm
+
+    # -- outcomes (reported by the relay and the endpoint) ------------------------------------
+
+    def on_attempt(self, up: Upstream) -> None:
+        up.requests += 1
+        if up.rpm is not None:
+            window_add(up.req_window, self.clock(), 1.0)
 
     def on_success(self, up: Upstream, latency_ms: float) -> None:
         up.consecutive_failures = 0
         up.cooldown_until = 0.0
+        up.rejections = 0
         prev = up.latency_ewma_ms
         up.latency_ewma_ms = latency_ms if prev is None else prev * 0.8 + latency_ms * 0.2
 
-    def on_failure(self, up: Upstream, retry_after: float | None = None) -> None:
+    def on_failure(self, up: Upstream, retry_after: float | None = None, reason: str = "") -> None:
+        """Connection error, timeout, 5xx or 429: cool down with exponential backoff, or
+        for as long as the upstream's Retry-After asks."""
+        p = self.policy
+        up.failures += 1
         up.consecutive_failures += 1
+        up.last_error = reason or up.last_error
         if retry_after is not None:
-            pause = min(retry_after, MAX_COOLDOWN * 10)
+            pause = min(retry_after, p.retry_after_max)
         else:
-            pause = min(MAX_COOLDOWN, BASE_COOLDOWN * 2 ** (up.consecutive_failures - 1))
-        up.cooldown_until = time.monotonic() + pause
+            pause = min(p.cooldown_max, p.cooldown_base * 2 ** min(up.consecutive_failures - 1, 30))
+        up.cooldown_until = max(up.cooldown_until, self.clock() + pause)
+
+    def on_key_rejected(self, up: Upstream, status: int) -> None:
+        """401/403: this key is out of rotation; it gets a trial again after a long rest."""
+        p = self.policy
+        up.failures += 1
+        up.rejections += 1
+        up.consecutive_failures += 1
+        up.last_error = f"key rejected (HTTP {status})"
+        pause = min(p.key_park_max, p.key_park * 2 ** min(up.rejections - 1, 30))
+        up.parked_until = self.clock() + pause
+
+    def on_exhausted(self, up: Upstream, status: int) -> None:
+        """402 or an "insufficient balance/quota" answer: the whole account is out of
+        rotation until a probe shows a top-up, an admin sets a balance, or the rest ends."""
+        up.failures += 1
+        up.last_error = f"account out of credit (HTTP {status})"
+        acct = up.acct
+        acct.exhausted_until = self.clock() + self.policy.exhausted_park
+        acct.exhausted_at_balance = acct.available()
+
+    def on_usage(self, upstream: str | None, tokens: int | None, cost_usd: float | None) -> None:
+        """After a response: count tokens against tpm, spend against a manual balance."""
+        up = self.by_name.get(upstream) if upstream is not None else None
+        if up is None:
+            return
+        if tokens and up.tpm is not None:
+            window_add(up.tok_window, self.clock(), float(tokens))
+        if cost_usd and up.acct.manual_base_usd is not None:
+            up.acct.spent_usd += cost_usd
+
+    def set_balance(self, acct: Account, balance: float | None, checked_at: float) -> None:
+        """A probe's answer. A balance above the one seen at exhaustion ends the exhaustion."""
+        acct.balance_usd = balance
+        acct.checked_at = checked_at
+        acct.probe_error = None
+        if (
+            acct.exhausted_until
+            and balance is not None
+            and balance > (acct.exhausted_at_balance or 0.0) + 0.005
+        ):
+            acct.exhausted_until = 0.0
+
+    def reset_health(self) -> None:
+        """Forget every cooldown, rejection and exhaustion (tests; an admin's "retry all")."""
+        for up in self.upstreams:
+            up.cooldown_until = up.parked_until = 0.0
+            up.consecutive_failures = up.rejections = 0
+            up.acct.exhausted_until = 0.0
+
+    def health(self, up: Upstream) -> str:
+        now = self.clock()
+        if up.weight <= 0:
+            return "disabled"
+        if up.parked_until > now:
+            return "key_rejected"
+        if not self.in_rotation(up, now):
+            return "out_of_credit"
+        if up.cooldown_until > now:
+            return "cooldown"
+        if self._capped(up, now):
+            return "rate_capped"
+        if up.consecutive_failures:
+            return "half_open"
+        return "healthy"

@@ -1,0 +1,106 @@
+"""Balancing strategies: given the healthy upstreams of one model group, the order to try
+them. Each picks the first in one O(n) pass; the rest follow in rotation (failover order).
+
+- balance: weight x the account's remaining credit, shared by the account's keys
+- weighted: static weights
+- least_busy: fewest requests in flight
+- latency: lowest moving-average latency (with a little exploration to keep measuring)
+- round_robin: in turn
+
+The weighted ones use smooth weighted round robin (nginx's): picks are exactly proportional
+over a window and interleaved, so a burst never runs long on one upstream when weights are close.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from .target import Account, Upstream
+
+
+@dataclass(slots=True, eq=False)
+class Group:
+    """The upstreams serving one model, with the strategy's state for that model."""
+
+    ups: list[Upstream]
+    strategy: str
+    current: dict[Upstream, float] = field(default_factory=dict)  # smooth WRR state
+    turn: int = 0
+
+
+def _rotated(ups: list[Upstream], first: int) -> list[Upstream]:
+    if first == 0:
+        return ups
+    return [*ups[first:], *ups[:first]]
+
+
+def balance_weights(ups: list[Upstream]) -> list[float]:
+    """weight x balance / (the account's keys among these): an account's balance is counted
+    once however many keys it has. Unknown balances count as the mean of the known ones."""
+    keys: dict[Account, int] = {}
+    for up in ups:
+        keys[up.acct] = keys.get(up.acct, 0) + 1
+    known = [b for b in (a.available() for a in keys) if b is not None]
+    default = sum(known) / len(known) if known else None
+    weights = []
+    for up in ups:
+        balance = up.acct.available()
+        if balance is None:
+            balance = default
+        weights.append(up.weight if balance is None else up.weight * balance / keys[up.acct])
+    return weights
+
+
+def smooth_pick(group: Group, ups: list[Upstream], weights: list[float]) -> int:
+    current = group.current
+    total = 0.0
+    best = 0
+    best_value = float("-inf")
+    for i, up in enumerate(ups):
+        w = weights[i]
+        total += w
+        value = current.get(up, 0.0) + w
+        current[up] = value
+        if value > best_value:
+            best, best_value = i, value
+    current[ups[best]] = best_value - total
+    return best
+
+
+def order(group: Group, ups: list[Upstream], rng: random.Random, explore: float) -> list[Upstream]:
+    n = len(ups)
+    strategy = group.strategy
+    if strategy == "balance":
+        return _rotated(ups, smooth_pick(group, ups, balance_weights(ups)))
+    if strategy == "weighted":
+        return _rotated(ups, smooth_pick(group, ups, [u.weight for u in ups]))
+    start = group.turn % n
+    group.turn += 1
+    if strategy == "round_robin":
+        return _rotated(ups, start)
+    if strategy == "least_busy":
+        # Scan from a rotating start so equal loads take turns.
+        best = start
+        for k in range(1, n):
+            i = (start + k) % n
+            if ups[i].in_flight < ups[best].in_flight:
+                best = i
+        return _rotated(ups, best)
+    if strategy == "latency":
+        if rng.random() < explore:
+            return _rotated(ups, rng.randrange(n))
+        best = start
+        best_ms = _latency(ups[start])
+        for k in range(1, n):
+            i = (start + k) % n
+            ms = _latency(ups[i])
+            if ms < best_ms:
+                best, best_ms = i, ms
+        return _rotated(ups, best)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def _latency(up: Upstream) -> float:
+    # Never measured: try it first, so it gets measured.
+    return -1.0 if up.latency_ewma_ms is None else up.latency_ewma_ms
