@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     negative_cache_ttl: float = 5.0
     revision_poll_interval: float = 1.0
 
+    # Web UI: how long an admin stays logged in (seconds).
+    ui_session_ttl: float = Field(default=12 * 3600, gt=0)
+
     def config_path(self) -> Path | None:
         """TOLLWAY_CONFIG, or ./tollway.yaml when it exists: one file to edit, no flag needed."""
         if self.config is not None:
