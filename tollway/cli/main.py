@@ -11,8 +11,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,8 +82,8 @@ def _json(data: BaseModel | dict[str, Any]) -> None:
     typer.echo(json.dumps(payload, indent=2))
 
 
-def _when(dt: datetime | None) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
+def _when(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    return dt.strftime(fmt) if dt else "-"
 
 
 def _num(v: int | float | None) -> str:
@@ -170,7 +171,17 @@ def list_keys(
     if as_json:
         _json(page)
         return
-    table = Table("ID", "Name", "Prefix", "Status", "RPM", "Expires", "Last used", "Created")
+    # Fits 80 columns: only the name may wrap; get-key shows everything else.
+    table = Table(
+        "ID",
+        "Name",
+        Column("Prefix", no_wrap=True),
+        Column("Status", no_wrap=True),
+        Column("RPM", no_wrap=True),
+        Column("Expires", no_wrap=True),
+        Column("Last used", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+    )
     for k in page.items:
         style = STATUS_STYLE[k.status]
         table.add_row(
@@ -178,10 +189,9 @@ def list_keys(
             k.name,
             k.prefix,
             f"[{style}]{k.status}[/{style}]",
-            _num(k.rpm) if k.rpm is not None else "unlimited",
-            _when(k.expires_at),
-            _when(k.last_used_at),
-            _when(k.created_at),
+            _num(k.rpm),
+            _when(k.expires_at, "%Y-%m-%d"),
+            _when(k.last_used_at, "%Y-%m-%d"),
         )
     out.print(table)
     out.print(f"{len(page.items)} of {page.total} key(s)")
