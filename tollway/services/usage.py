@@ -1,4 +1,9 @@
-"""Usage reports. Totals come from the hourly rollups; raw rows only for the "recent" list."""
+"""Usage reports, the one API the admin API, CLI and web UI all call.
+
+Sums, breakdowns and time series come from the hourly rollups (usage_reports); raw rows are
+read only for "recent requests", the paginated record list and the CSV export
+(usage_records). Everything is re-exported here: import `tollway.services.usage` only.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,83 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.services.errors import NotFound
+from tollway.services.usage_models import (
+    BUCKETS,
+    ORDERS,
+    SUMS,
+    Bucket,
+    KeyUsage,
+    Order,
+    UsageGroup,
+    UsagePoint,
+    UsageReport,
+    UsageStats,
+    UsageTotals,
+    rollup_filters,
+    stats_of,
+    totals_of,
+)
+from tollway.services.usage_records import (
+    FIELDS as RECORD_FIELDS,
+)
+from tollway.services.usage_records import (
+    MAX_RECORDS_PAGE,
+    RecordPage,
+    UsageRecord,
+    export_csv,
+    list_records,
+    record_filters,
+)
+from tollway.services.usage_reports import (
+    by_endpoint,
+    by_key,
+    by_model,
+    by_upstream,
+    report,
+    timeseries,
+    top_keys,
+    top_models,
+    totals,
+)
 from tollway.store.queries import as_utc
 from tollway.store.tables import api_keys, usage_records, usage_rollups
 
+__all__ = [
+    "BUCKETS",
+    "MAX_RECORDS_PAGE",
+    "ORDERS",
+    "RECORD_FIELDS",
+    "Bucket",
+    "KeyStats",
+    "KeyUsage",
+    "Order",
+    "RecentRequest",
+    "RecordPage",
+    "UsageGroup",
+    "UsagePoint",
+    "UsageRecord",
+    "UsageReport",
+    "UsageStats",
+    "UsageTotals",
+    "by_endpoint",
+    "by_key",
+    "by_model",
+    "by_upstream",
+    "export_csv",
+    "key_stats",
+    "list_records",
+    "report",
+    "timeseries",
+    "top_keys",
+    "top_models",
+    "totals",
+]
+
 r = usage_rollups.c
-
-
-class UsageTotals(BaseModel):
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cost_usd: float = 0.0
-
-
-class UsageGroup(UsageTotals):
-    name: str  # endpoint or model; "" = requests without a model
 
 
 class RecentRequest(BaseModel):
@@ -54,51 +115,38 @@ class KeyStats(BaseModel):
     recent: list[RecentRequest]
 
 
-# SUM over BIGINT is NUMERIC on PostgreSQL (Decimal in Python); cast back when building models.
-_SUMS = (
-    func.coalesce(func.sum(r.requests), 0).label("requests"),
-    func.coalesce(func.sum(r.errors), 0).label("errors"),
-    func.coalesce(func.sum(r.prompt_tokens), 0).label("prompt_tokens"),
-    func.coalesce(func.sum(r.completion_tokens), 0).label("completion_tokens"),
-    func.coalesce(func.sum(r.total_tokens), 0).label("total_tokens"),
-    func.coalesce(func.sum(r.cost_usd), 0.0).label("cost_usd"),
-)
-
-
-def _totals(row: Any) -> dict[str, Any]:
-    return {
-        "requests": int(row.requests),
-        "errors": int(row.errors),
-        "prompt_tokens": int(row.prompt_tokens),
-        "completion_tokens": int(row.completion_tokens),
-        "total_tokens": int(row.total_tokens),
-        "cost_usd": float(row.cost_usd),
-    }
-
-
 async def _groups(conn: AsyncConnection, stmt: Select[Any]) -> list[UsageGroup]:
     rows = (await conn.execute(stmt)).all()
-    return [UsageGroup(name=row.name, **_totals(row)) for row in rows]
+    return [UsageGroup(name=row.name, **stats_of(row)) for row in rows]
 
 
-def _grouped(key_id: int, column: Any) -> Select[Any]:
+def _grouped(conds: list[ColumnElement[bool]], column: Any) -> Select[Any]:
     return (
-        select(column.label("name"), *_SUMS)
-        .where(r.key_id == key_id)
+        select(column.label("name"), *SUMS)
+        .where(*conds)
         .group_by(column)
         .order_by(func.sum(r.requests).desc(), column)
     )
 
 
-async def key_stats(engine: AsyncEngine, key_id: int, recent: int = 10) -> KeyStats:
-    """Totals, per-endpoint and per-model breakdowns, and the last `recent` requests of a key."""
+async def key_stats(
+    engine: AsyncEngine,
+    key_id: int,
+    recent: int = 10,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> KeyStats:
+    """Totals, per-endpoint and per-model breakdowns, and the last `recent` requests of a key
+    (the seed's `key-stats`). All time unless start/end narrow it (whole hours for the sums)."""
+    conds = rollup_filters(start=start, end=end, key_id=key_id)
     async with engine.connect() as conn:
         name = (await conn.execute(select(api_keys.c.name).where(api_keys.c.id == key_id))).scalar()
         if name is None:
             raise NotFound(f"no key with id {key_id}")
-        totals_row = (await conn.execute(select(*_SUMS).where(r.key_id == key_id))).one()
-        by_endpoint = await _groups(conn, _grouped(key_id, r.endpoint))
-        by_model = await _groups(conn, _grouped(key_id, r.model))
+        totals_row = (await conn.execute(select(*SUMS).where(*conds))).one()
+        by_endpoint = await _groups(conn, _grouped(conds, r.endpoint))
+        by_model = await _groups(conn, _grouped(conds, r.model))
         u = usage_records.c
         recent_rows = (
             await conn.execute(
@@ -117,7 +165,7 @@ async def key_stats(engine: AsyncEngine, key_id: int, recent: int = 10) -> KeySt
                     u.cost_usd,
                     u.latency_ms,
                 )
-                .where(u.key_id == key_id)
+                .where(*record_filters(start=start, end=end, key_id=key_id))
                 .order_by(u.ts.desc(), u.id.desc())
                 .limit(max(recent, 0))
             )
@@ -125,7 +173,7 @@ async def key_stats(engine: AsyncEngine, key_id: int, recent: int = 10) -> KeySt
     return KeyStats(
         key_id=key_id,
         name=str(name),
-        totals=UsageTotals(**_totals(totals_row)),
+        totals=UsageTotals(**totals_of(totals_row)),
         by_endpoint=by_endpoint,
         by_model=by_model,
         recent=[

@@ -1,0 +1,193 @@
+"""Raw usage records: a filtered, paginated list and a streamed CSV export.
+
+The only usage reads that touch raw rows. Pagination is by keyset (`cursor` = the last id
+seen), newest first, so page 10,000 costs the same as page 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, and_, select, true
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollway.services.errors import Invalid
+from tollway.services.usage_models import check_limit, check_range
+from tollway.store.queries import as_utc
+from tollway.store.tables import usage_records
+
+u = usage_records.c
+MAX_RECORDS_PAGE = 1000
+EXPORT_BATCH = 5000
+
+
+class UsageRecord(BaseModel):
+    id: int
+    ts: datetime
+    request_id: str
+    key_id: int | None
+    method: str
+    endpoint: str
+    model: str | None
+    upstream: str | None
+    upstream_model: str | None
+    status: int
+    stream: bool
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    attempts: int
+    error_type: str | None
+    fallback_from: str | None
+
+
+FIELDS = tuple(UsageRecord.model_fields)
+_COLUMNS = [u[name] for name in FIELDS]
+
+
+class RecordPage(BaseModel):
+    items: list[UsageRecord]
+    limit: int
+    next_cursor: int | None  # pass as `cursor` for the next (older) page; None = no more
+
+
+def status_filter(status: str) -> ColumnElement[bool]:
+    """ "429" exact code, "4xx" a class, "ok" (< 400) or "error" (>= 400)."""
+    s = status.strip().lower()
+    if s == "ok":
+        return u.status < 400
+    if s == "error":
+        return u.status >= 400
+    if len(s) == 3 and s[0] in "12345" and s[1:] == "xx":
+        base = int(s[0]) * 100
+        return and_(u.status >= base, u.status < base + 100)
+    if s.isdigit() and 100 <= int(s) <= 599:
+        return u.status == int(s)
+    raise Invalid("status must be a code like 429, a class like 5xx, or ok / error")
+
+
+def record_filters(
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: int | None = None,
+    model: str | None = None,
+    upstream: str | None = None,
+    status: str | None = None,
+) -> list[ColumnElement[bool]]:
+    """WHERE terms over raw rows: exact [start, end) times, not whole hours."""
+    start, end = check_range(start, end)
+    conds: list[ColumnElement[bool]] = []
+    if start is not None:
+        conds.append(u.ts >= start)
+    if end is not None:
+        conds.append(u.ts < end)
+    if key_id is not None:
+        conds.append(u.key_id == key_id)
+    if model is not None:
+        conds.append(u.model == model)
+    if upstream is not None:
+        conds.append(u.upstream == upstream)
+    if status:
+        conds.append(status_filter(status))
+    return conds
+
+
+def _record(row: Any) -> UsageRecord:
+    data = row._asdict()
+    data["ts"] = as_utc(row.ts)
+    data["stream"] = bool(row.stream)
+    return UsageRecord(**data)
+
+
+async def list_records(
+    engine: AsyncEngine,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: int | None = None,
+    model: str | None = None,
+    upstream: str | None = None,
+    status: str | None = None,
+    cursor: int | None = None,
+    limit: int = 50,
+) -> RecordPage:
+    """A page of raw usage rows, newest first. `status`: see status_filter."""
+    check_limit(limit, MAX_RECORDS_PAGE)
+    conds = record_filters(
+        start=start, end=end, key_id=key_id, model=model, upstream=upstream, status=status
+    )
+    if cursor is not None:
+        conds.append(u.id < cursor)
+    stmt = select(*_COLUMNS).where(and_(true(), *conds)).order_by(u.id.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    items = [_record(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return RecordPage(items=items, limit=limit, next_cursor=items[-1].id if more else None)
+
+
+async def export_csv(
+    engine: AsyncEngine,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: int | None = None,
+    model: str | None = None,
+    upstream: str | None = None,
+    status: str | None = None,
+    batch: int = EXPORT_BATCH,
+) -> AsyncIterator[str]:
+    """A CSV (header first, oldest row first) as an async iterator of text chunks of up to
+    `batch` rows: `async for chunk in await export_csv(engine, ...)`.
+
+    Each chunk is its own short query (keyset on id), so a long download never holds a
+    database connection or a lock while the client reads slowly. Filters are validated
+    before the first chunk, so a bad filter fails before any output is sent.
+    """
+    conds = record_filters(
+        start=start, end=end, key_id=key_id, model=model, upstream=upstream, status=status
+    )
+    return _export(engine, conds, batch)
+
+
+async def _export(
+    engine: AsyncEngine, conds: list[ColumnElement[bool]], batch: int
+) -> AsyncIterator[str]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(FIELDS)
+    yield _flush(buf)
+    last = 0
+    while True:
+        stmt = (
+            select(*_COLUMNS).where(and_(true(), u.id > last, *conds)).order_by(u.id).limit(batch)
+        )
+        async with engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        if not rows:
+            return
+        for row in rows:
+            rec = row._asdict()
+            rec["ts"] = as_utc(row.ts).isoformat()
+            rec["stream"] = bool(row.stream)
+            writer.writerow(["" if rec[f] is None else rec[f] for f in FIELDS])
+        yield _flush(buf)
+        last = int(rows[-1].id)
+
+
+def _flush(buf: io.StringIO) -> str:
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text
