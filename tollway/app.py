@@ -27,7 +27,7 @@ from tollway.gateway.usage import UsageSink
 from tollway.store import queries
 from tollway.store.db import create_engine, migrate_sync
 from tollway.store.usage_writer import write_usage
-from tollway.upstreams.config import load_upstreams
+from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
 
 log = logging.getLogger("tollway")
@@ -47,6 +47,7 @@ class Runtime:
     gateway: Gateway
     revisions: dict[str, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    upstreams: UpstreamManager | None = None  # sources, probes; fills `pool`
 
 
 class TollwayApp:
@@ -100,7 +101,9 @@ class TollwayApp:
         s = self.settings
         self.loop = asyncio.get_running_loop()
         engine = create_engine(s.database_url)
-        pool = Pool(load_upstreams(s.config_path()))
+        pool = Pool()
+        upstreams = UpstreamManager(pool, s, engine)
+        await upstreams.start()
 
         async def load_key(key_hash: str) -> Any:
             return await queries.load_key_by_hash(engine, key_hash)
@@ -115,7 +118,7 @@ class TollwayApp:
         sink = UsageSink(write, s.usage_batch_size, s.usage_flush_interval)
         sink.start()
         gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes)
-        rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway)
+        rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
         self.runtime = rt
@@ -133,6 +136,8 @@ class TollwayApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if rt.upstreams is not None:
+            await rt.upstreams.stop()
         await rt.sink.stop()
         await rt.relay.close()
         await rt.limiter.close()
@@ -150,6 +155,12 @@ class TollwayApp:
                 continue
             if current.get("keys") != rt.revisions.get("keys"):
                 rt.keys.clear()
+            if current.get("upstreams") != rt.revisions.get("upstreams") and rt.upstreams:
+                try:
+                    await rt.upstreams.reload_db()
+                except Exception:
+                    log.warning("could not reload upstreams", exc_info=True)
+                    continue  # try again next poll
             rt.revisions = current
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .policy import PoolPolicy
 from .target import Upstream
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -34,6 +35,24 @@ def expand_env(value: str) -> str:
     return _ENV_REF.sub(repl, value)
 
 
+Strategy = Literal["balance", "weighted", "least_busy", "latency", "round_robin"]
+
+
+class PocketBaseConfig(BaseModel):
+    """A PocketBase collection with the seed's fields `name`, `api_key`, `mail`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    collection: str
+    email: str
+    password: str
+    auth_collection: str = "_superusers"  # or an auth collection such as "users"
+    refresh_interval: float = Field(default=300.0, ge=0)  # 0: load once
+    per_page: int = Field(default=200, ge=1, le=1000)
+    timeout: float = Field(default=10.0, gt=0)
+
+
 class UpstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +66,11 @@ class UpstreamConfig(BaseModel):
     account: str | None = None
     serves_modelless: bool | None = None
     provider: str = "openai"
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    manual_balance_usd: float | None = None
+    # Keys from PocketBase; `key_list` is then the fallback when PocketBase is unreachable.
+    pocketbase: PocketBaseConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -63,13 +87,66 @@ class UpstreamConfig(BaseModel):
         return frozenset(self.models)
 
 
+class GroupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str]  # exact names or globs ("claude-*")
+    strategy: Strategy
+
+
+class RoutingConfig(BaseModel):
+    """How the pool picks: `strategy` for every model, `groups` to choose per model group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = "balance"
+    groups: list[GroupConfig] = Field(default_factory=list)
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)  # model -> models to try next
+    balance_refresh_interval: float = Field(default=300.0, ge=0)  # 0: never probe
+    health_check_interval: float = Field(default=0.0, ge=0)  # active checks; 0: passive only
+    discover_models: bool = False  # ask "every model" upstreams for their /v1/models
+    cooldown_base: float = Field(default=1.0, gt=0)
+    cooldown_max: float = Field(default=60.0, gt=0)
+    retry_after_max: float = Field(default=600.0, gt=0)
+    key_park: float = Field(default=300.0, gt=0)
+    key_park_max: float = Field(default=3600.0, gt=0)
+    exhausted_park: float = Field(default=600.0, gt=0)
+    min_balance_usd: float = 0.0
+    latency_explore: float = Field(default=0.05, ge=0, le=1)
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: [t] if isinstance(t, str) else t for k, t in v.items()}
+        return v
+
+    def policy(self) -> PoolPolicy:
+        return PoolPolicy(
+            default_strategy=self.strategy,
+            groups=[(tuple(g.models), g.strategy) for g in self.groups],
+            fallbacks={k: tuple(t for t in v if t != k) for k, v in self.fallbacks.items()},
+            cooldown_base=self.cooldown_base,
+            cooldown_max=self.cooldown_max,
+            retry_after_max=self.retry_after_max,
+            key_park=self.key_park,
+            key_park_max=self.key_park_max,
+            exhausted_park=self.exhausted_park,
+            min_balance_usd=self.min_balance_usd,
+            latency_explore=self.latency_explore,
+        )
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
 
-def _build(cfg: UpstreamConfig, name: str, api_key: str, account: str | None) -> Upstream:
+def _build(
+    cfg: UpstreamConfig, name: str, api_key: str, account: str | None, source: str = "config"
+) -> Upstream:
     models = cfg.model_set()
     modelless = cfg.serves_modelless if cfg.serves_modelless is not None else models is None
     return Upstream(
@@ -82,7 +159,10 @@ def _build(cfg: UpstreamConfig, name: str, api_key: str, account: str | None) ->
         account=account,
         serves_modelless=modelless,
         provider=cfg.provider,
-        source="config",
+        source=source,
+        rpm=cfg.rpm,
+        tpm=cfg.tpm,
+        manual_balance_usd=cfg.manual_balance_usd,
     )
 
 
@@ -109,24 +189,51 @@ def load_key_list(path: Path) -> list[dict[str, str]]:
     return out
 
 
+def key_list_path(cfg: UpstreamConfig, base_dir: Path) -> Path | None:
+    if not cfg.key_list:
+        return None
+    path = Path(expand_env(cfg.key_list))
+    return path if path.is_absolute() else base_dir / path
+
+
+def upstreams_from_keys(
+    cfg: UpstreamConfig, entries: list[dict[str, str]], source: str
+) -> list[Upstream]:
+    """One upstream per key of a key list (JSON file or PocketBase): "<name>/<key name>",
+    the key's mail (or the entry's `account`) as its account."""
+    result = []
+    for entry in entries:
+        account = cfg.account or entry.get("mail") or None
+        result.append(_build(cfg, f"{cfg.name}/{entry['name']}", entry["api_key"], account, source))
+    return result
+
+
 def upstreams_from_config(config: GatewayConfig, base_dir: Path) -> list[Upstream]:
+    """The upstreams the file defines by itself (PocketBase entries are loaded by the
+    manager, which falls back to their key list)."""
     result: list[Upstream] = []
     for cfg in config.upstreams:
-        if cfg.key_list:
-            path = Path(expand_env(cfg.key_list))
-            if not path.is_absolute():
-                path = base_dir / path
-            for entry in load_key_list(path):
-                account = cfg.account or entry["mail"] or None
-                result.append(_build(cfg, f"{cfg.name}/{entry['name']}", entry["api_key"], account))
+        if cfg.pocketbase is not None:
+            continue
+        path = key_list_path(cfg, base_dir)
+        if path is not None:
+            result.extend(upstreams_from_keys(cfg, load_key_list(path), "config"))
         else:
             key = expand_env(cfg.api_key) if cfg.api_key else ""
             result.append(_build(cfg, cfg.name, key, cfg.account))
-    names = [u.name for u in result]
-    duplicates = {n for n in names if names.count(n) > 1}
+    check_unique(result)
+    return result
+
+
+def check_unique(upstreams: list[Upstream]) -> None:
+    seen: set[str] = set()
+    duplicates = set()
+    for up in upstreams:
+        if up.name in seen:
+            duplicates.add(up.name)
+        seen.add(up.name)
     if duplicates:
         raise ConfigError(f"duplicate upstream names: {', '.join(sorted(duplicates))}")
-    return result
 
 
 def read_config(path: Path) -> GatewayConfig:
@@ -137,9 +244,13 @@ def read_config(path: Path) -> GatewayConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return GatewayConfig.model_validate(raw)
+        config = GatewayConfig.model_validate(raw)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    for model, targets in config.routing.fallbacks.items():
+        if model in targets:
+            raise ConfigError(f"{path}: model {model} falls back to itself")
+    return config
 
 
 def load_upstreams(path: Path | None) -> list[Upstream]:
