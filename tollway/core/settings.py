@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # Encrypts upstream secrets stored in the database; derived from the admin secret if unset.
     secret_key: SecretStr | None = None
     redis_url: str | None = None
+    # Namespace of Tollway's Redis keys: instances sharing limits must use the same one.
+    redis_prefix: str = "tollway"
+    redis_timeout: float = 0.5  # seconds; an unreachable Redis refuses limited keys (503)
     log_level: str = "info"
 
     # Request handling

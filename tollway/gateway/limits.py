@@ -16,6 +16,7 @@ class Admission:
 
     headers: Headers = field(default_factory=list)
     holds_slot: bool = False  # a concurrency slot to release
+    lease: str = ""  # the slot's id in a shared backend (Redis)
 
 
 NO_ADMISSION = Admission()
