@@ -55,6 +55,8 @@ api_keys = Table(
     Column("budget_period", String(16), nullable=False, default="none"),
     Column("max_parallel", Integer),
     Column("metadata", JSON),
+    # Never reuse a deleted key's id: its usage history must not pass to a new key.
+    sqlite_autoincrement=True,
 )
 
 upstreams = Table(

@@ -42,6 +42,8 @@ def upgrade() -> None:
         sa.Column("metadata", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
+        # Never reuse a deleted key's id: its usage history must not pass to a new key.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "kv",
