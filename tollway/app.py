@@ -21,11 +21,15 @@ from tollway.core.settings import Settings, get_settings
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.endpoint import Gateway
-from tollway.gateway.limits import Limiter, NoLimits
+from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
+from tollway.gateway.limits import Limiter
+from tollway.gateway.pricing import Price, PriceBook, prices_from_config
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink
+from tollway.services import prices as price_service
 from tollway.store import queries
 from tollway.store.db import create_engine, migrate_sync
+from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
@@ -48,6 +52,7 @@ class Runtime:
     revisions: dict[str, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     upstreams: UpstreamManager | None = None  # sources, probes; fills `pool`
+    prices: PriceBook | None = None  # the gateway's price function; reloaded on change
 
 
 class TollwayApp:
@@ -114,11 +119,13 @@ class TollwayApp:
         keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
         relay = Relay(pool, s.upstream_connect_timeout, s.upstream_read_timeout, s.max_attempts)
         await relay.start()
-        limiter: Limiter = NoLimits()
+        prices = PriceBook(await _load_prices(engine, s))
+        limiter = _build_limiter(s, engine)
         sink = UsageSink(write, s.usage_batch_size, s.usage_flush_interval)
         sink.start()
-        gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes)
+        gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices)
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
+        rt.prices = prices
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
         self.runtime = rt
@@ -155,6 +162,12 @@ class TollwayApp:
                 continue
             if current.get("keys") != rt.revisions.get("keys"):
                 rt.keys.clear()
+            if current.get("prices") != rt.revisions.get("prices") and rt.prices is not None:
+                try:
+                    rt.prices.replace(await _load_prices(rt.engine, rt.settings))
+                except Exception:
+                    log.warning("could not reload prices", exc_info=True)
+                    continue  # try again next poll
             if current.get("upstreams") != rt.revisions.get("upstreams") and rt.upstreams:
                 try:
                     await rt.upstreams.reload_db()
@@ -162,6 +175,28 @@ class TollwayApp:
                     log.warning("could not reload upstreams", exc_info=True)
                     continue  # try again next poll
             rt.revisions = current
+
+
+async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
+    """The config file's `prices:`, overridden by prices set in the database."""
+    table = prices_from_config(s.config_path())
+    for p in await price_service.list_prices(engine):
+        table[p.model] = Price(p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok)
+    return table
+
+
+def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
+    """In-process limits, or Redis-shared ones when TOLLWAY_REDIS_URL is set."""
+
+    async def seed(key_id: int, since: float) -> tuple[int, float]:
+        return await key_spend(engine, key_id, since)
+
+    if s.redis_url:
+        limiter = RedisLimiter(connect(s.redis_url, s.redis_timeout), s.redis_prefix, seed)
+        limiter.start()
+        log.info("limits shared through Redis (key prefix %r)", s.redis_prefix)
+        return limiter
+    return LocalLimiter(seed)
 
 
 def _with_request_id(send: Send) -> Send:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from .policy import limits_unavailable
@@ -20,13 +21,20 @@ async def no_history(key_id: int, since: float) -> tuple[int, float]:
     return 0, 0.0
 
 
+REUSE_S = 2.0  # requests that raced the first read reuse its answer instead of reading again
+
+
 class Seeder:
     def __init__(self, fn: SeedFn) -> None:
         self._fn = fn
         self._pending: dict[tuple[int, float], asyncio.Future[tuple[int, float]]] = {}
+        self._recent: dict[tuple[int, float], tuple[tuple[int, float], float]] = {}
 
     async def __call__(self, key_id: int, since: float) -> tuple[int, float]:
         slot = (key_id, since)
+        recent = self._recent.get(slot)
+        if recent is not None and recent[1] > time.monotonic():
+            return recent[0]
         pending = self._pending.get(slot)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -45,6 +53,9 @@ class Seeder:
             raise
         else:
             future.set_result(result)
+            if len(self._recent) > 10_000:
+                self._recent.clear()
+            self._recent[slot] = (result, time.monotonic() + REUSE_S)
             return result
         finally:
             del self._pending[slot]
