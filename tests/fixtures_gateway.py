@@ -88,6 +88,7 @@ class Stack:
                     },
                 ],
             ),
+            **settings.pop("config_extra", {}),  # more YAML sections, e.g. prices
         )
         migrate_sync(self.db_url)
         self.settings = Settings(
