@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from tollway.admin import build_admin_api
 from tollway.core.errors import error_body
 from tollway.core.settings import Settings, get_settings
 from tollway.gateway.asgi import Message, Receive, Scope, Send
@@ -27,6 +28,7 @@ from tollway.gateway.pricing import Price, PriceBook, prices_from_config
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink
 from tollway.services import prices as price_service
+from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
 from tollway.store.db import create_engine, migrate_sync
 from tollway.store.spend import key_spend
@@ -52,6 +54,7 @@ class Runtime:
     revisions: dict[str, int] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     upstreams: UpstreamManager | None = None  # sources, probes; fills `pool`
+    admin: AdminVerifier | None = None  # checks the admin secret (API, UI)
     prices: PriceBook | None = None  # the gateway's price function; reloaded on change
 
 
@@ -83,7 +86,11 @@ class TollwayApp:
             )
             return Response(body, status_code=404, media_type="application/json")
 
-        return Starlette(routes=[Route("/healthz", healthz)], exception_handlers={404: not_found})
+        admin_api = build_admin_api(lambda: self.runtime)
+        return Starlette(
+            routes=[Route("/healthz", healthz), Mount("/admin/api", app=admin_api)],
+            exception_handlers={404: not_found},
+        )
 
     # -- lifespan ----------------------------------------------------------------------------
 
@@ -126,6 +133,7 @@ class TollwayApp:
         gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices)
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
+        rt.admin = await _load_admin(engine, s)
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
         self.runtime = rt
@@ -197,6 +205,15 @@ def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
         log.info("limits shared through Redis (key prefix %r)", s.redis_prefix)
         return limiter
     return LocalLimiter(seed)
+
+
+async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:
+    """The admin secret's verifier; a too-short TOLLWAY_ADMIN_SECRET keeps the admin side off."""
+    try:
+        return await load_verifier(engine, s)
+    except ValueError as exc:
+        log.error("admin API and UI disabled: %s", exc)
+        return AdminVerifier(None)
 
 
 def _with_request_id(send: Send) -> Send:
