@@ -29,7 +29,7 @@ class Seen:
 
 @dataclass
 class Behaviour:
-    mode: str = "ok"  # ok | error | rate_limited | reject_key | slow | break_stream
+    mode: str = "ok"  # ok | error | rate_limited | reject_key | no_credit | slow | break_stream
     status: int = 500
     retry_after: str | None = None
     delay: float = 0.0  # before answering
@@ -37,12 +37,15 @@ class Behaviour:
     chunks: int = 5
     prompt_tokens: int = 11
     reply: str = "Hello from upstream"
+    balance: float | None = 100.0  # what /v1/credits (Vercel) and /v1/key (OpenRouter) report
 
 
 class FakeUpstream:
     def __init__(self, name: str = "fake", api_key: str = "sk-upstream-SECRET-0001") -> None:
         self.name = name
         self.api_key = api_key
+        self.extra_keys: set[str] = set()  # more keys it accepts (several keys, one account)
+        self.models = [f"{name}-model"]  # what its own GET /v1/models lists
         self.behaviour = Behaviour()
         self.seen: list[Seen] = []
         self.port = 0
@@ -119,10 +122,16 @@ class FakeUpstream:
             )
         )
         b = self.behaviour
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {self.api_key}" and auth[7:] not in self.extra_keys:
             return _error(
                 401, f"Incorrect API key provided: {request.headers.get('Authorization')}"
             )
+        if request.method == "GET" and request.path in ("/v1/credits", "/v1/key"):
+            return self._balance(request.path)
+        if request.method == "GET" and request.path == "/v1/models" and b.mode == "ok":
+            data = [{"id": m, "object": "model", "owned_by": self.name} for m in self.models]
+            return web.json_response({"object": "list", "data": data}, dumps=_dumps)
         if b.delay:
             await asyncio.sleep(b.delay)
         if b.mode == "error":
@@ -130,6 +139,9 @@ class FakeUpstream:
         if b.mode == "rate_limited":
             headers = {"Retry-After": b.retry_after} if b.retry_after else {}
             return _error(429, "Rate limit reached", "rate_limit_error", headers)
+        if b.mode == "no_credit":  # OpenAI's answer for an account without credit
+            message = "You exceeded your current quota, please check your plan and billing."
+            return _error(429, message, "insufficient_quota")
         if b.mode == "reject_key":
             return _error(401, f"Incorrect API key provided: {self.api_key}")
         path = request.path
@@ -169,6 +181,24 @@ class FakeUpstream:
             },
             dumps=_dumps,
         )
+
+    def _balance(self, path: str) -> web.Response:
+        """Vercel AI Gateway's GET /v1/credits, or OpenRouter's GET /api/v1/key."""
+        balance = self.behaviour.balance
+        if path == "/v1/credits":
+            return web.json_response(
+                {"balance": f"{balance or 0:.2f}", "total_used": "4.50"}, dumps=_dumps
+            )
+        data = {
+            "label": "sk-or-v1-abc...xyz",
+            "limit": None if balance is None else balance + 25.5,
+            "limit_remaining": balance,
+            "limit_reset": None,
+            "usage": 25.5,
+            "is_free_tier": False,
+            "is_provisioning_key": False,
+        }
+        return web.json_response({"data": data}, dumps=_dumps)
 
     def _completion(self, data: dict[str, Any], path: str) -> dict[str, Any]:
         b = self.behaviour
