@@ -3,6 +3,7 @@ running gateway picking changes up, the one-call test, balance refresh, manual s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -111,7 +112,9 @@ async def test_secret_absent_from_the_sqlite_file(tmp_path: Path) -> None:
         )
     finally:
         await engine.dispose()
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("secret.db*"))
+    raw = await asyncio.to_thread(
+        lambda: b"".join(p.read_bytes() for p in tmp_path.glob("secret.db*"))
+    )
     assert b"http://127.0.0.1:1/v1" in raw  # the file does hold the row...
     assert KEY.encode() not in raw  # ...but never the key
     assert KEY[8:24].encode() not in raw
