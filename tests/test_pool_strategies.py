@@ -261,10 +261,15 @@ def test_replace_keeps_live_state_and_balances() -> None:
     pool.set_balance(a.acct, 42.0, 0.0)
     pool.on_failure(a)
     a.in_flight = 2
-    fresh = up("a", account="acct")
-    pool.replace([fresh])
-    assert fresh.in_flight == 2 and fresh.cooldown_until == a.cooldown_until
-    assert fresh.acct.available() == 42.0
+    # Unchanged: the very same object stays, so requests in flight settle on it.
+    pool.replace([up("a", account="acct")])
+    assert pool.by_name["a"] is a and a.in_flight == 2
+    assert a.acct.available() == 42.0
+    # Changed (new weight): health and balance carry over; in-flight stays with the old one.
+    changed = up("a", account="acct", weight=2.0)
+    pool.replace([changed])
+    assert pool.by_name["a"] is changed and changed.in_flight == 0
+    assert changed.cooldown_until == a.cooldown_until and changed.acct.available() == 42.0
 
 
 def test_models_listing_and_fallbacks() -> None:

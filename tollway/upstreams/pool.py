@@ -45,10 +45,13 @@ class Pool:
             self.policy = policy
         old = self.by_name
         accounts: dict[str, Account] = {}
+        kept: list[Upstream] = []
         for up in upstreams:
             prev = old.get(up.name)
-            if prev is not None:
-                up.in_flight = prev.in_flight
+            if prev is not None and prev.settings_key() == up.settings_key():
+                up = prev  # unchanged: the same object, so requests in flight settle on it
+            elif prev is not None:
+                # Changed: carry health over; in-flight requests settle on the old object.
                 up.cooldown_until = prev.cooldown_until
                 up.consecutive_failures = prev.consecutive_failures
                 up.latency_ewma_ms = prev.latency_ewma_ms
@@ -66,6 +69,8 @@ class Pool:
                 acct = self._account_for(up)
                 accounts[up.account_name] = acct
             up.acct = acct
+            kept.append(up)
+        upstreams = kept
         self.accounts = accounts
         self.upstreams = upstreams
         self.by_name = {u.name: u for u in upstreams}

@@ -65,6 +65,25 @@ class Upstream:
         self.base_url = self.base_url.rstrip("/")
         self.auth_header = f"Bearer {self.api_key}".encode() if self.api_key else b""
 
+    def settings_key(self) -> tuple[object, ...]:
+        """Everything configured (none of the live state): equal means "the same upstream"."""
+        return (
+            self.name,
+            self.base_url,
+            self.api_key,
+            self.models,
+            sorted(self.aliases.items()),
+            self.weight,
+            self.account,
+            self.serves_modelless,
+            self.provider,
+            self.source,
+            self.rpm,
+            self.tpm,
+            self.manual_balance_usd,
+            self.db_id,
+        )
+
     @property
     def account_name(self) -> str:
         """Upstreams without an account are their own account."""
