@@ -217,7 +217,7 @@ def upstreams_from_config(config: GatewayConfig, base_dir: Path) -> list[Upstrea
             continue
         path = key_list_path(cfg, base_dir)
         if path is not None:
-            result.extend(upstreams_from_keys(cfg, load_key_list(path), "config"))
+            result.extend(upstreams_from_keys(cfg, load_key_list(path), "key_list"))
         else:
             key = expand_env(cfg.api_key) if cfg.api_key else ""
             result.append(_build(cfg, cfg.name, key, cfg.account))
