@@ -33,6 +33,7 @@ from tollway.store import queries
 from tollway.store.db import create_engine, migrate_sync
 from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
+from tollway.ui.app import create_ui
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
 
@@ -88,7 +89,11 @@ class TollwayApp:
 
         admin_api = build_admin_api(lambda: self.runtime)
         return Starlette(
-            routes=[Route("/healthz", healthz), Mount("/admin/api", app=admin_api)],
+            routes=[
+                Route("/healthz", healthz),
+                Mount("/admin/api", app=admin_api),
+                Mount("/", app=create_ui(self.settings, lambda: self.runtime)),
+            ],
             exception_handlers={404: not_found},
         )
 
