@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 
 from tollway import __version__
 from tollway.admin import keys, usage
-from tollway.admin.deps import RuntimeGetter, require_admin
+from tollway.admin.deps import RuntimeGetter, reject_unknown_query, require_admin
 from tollway.admin.errors import ERROR_RESPONSES, install_error_handlers
 
 DESCRIPTION = """Administer a running Tollway: client keys, upstreams and usage.
@@ -33,7 +33,10 @@ def build_admin_api(get_runtime: RuntimeGetter) -> FastAPI:
     )
     api.state.get_runtime = get_runtime
     install_error_handlers(api)
-    guarded = {"dependencies": [Depends(require_admin)], "responses": ERROR_RESPONSES}
+    guarded = {
+        "dependencies": [Depends(require_admin), Depends(reject_unknown_query)],
+        "responses": ERROR_RESPONSES,
+    }
     for router in (keys.router, usage.router):
         api.include_router(router, **guarded)  # type: ignore[arg-type]
     return api

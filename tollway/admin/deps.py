@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -88,6 +88,31 @@ async def require_admin(
         raise unauthorized("Missing admin secret: send `Authorization: Bearer <admin secret>`.")
     if not verifier.check(presented):
         raise unauthorized("Wrong admin secret.")
+
+
+def reject_unknown_query(request: Request) -> None:
+    """A misspelt filter (`?stauts=active`) is an error, not a silently broader answer."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in _query_params(dependant)}
+    for name in request.query_params:
+        if name not in known:
+            raise GatewayError(
+                422,
+                f"unknown query parameter `{name}`",
+                "invalid_request_error",
+                "invalid_value",
+                name[:100],
+            )
+
+
+def _query_params(dependant: Any) -> list[Any]:
+    found = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        found += _query_params(sub)
+    return found
 
 
 def engine_of(request: Request) -> AsyncEngine:

@@ -7,10 +7,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from tollway.core.errors import GatewayError, error_body
 from tollway.services.errors import Invalid, NotFound, ServiceError
@@ -48,6 +50,7 @@ def _json(
 # The statuses every operation may answer with, documented so clients (and schemathesis)
 # know their shape.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Body is not valid JSON"},
     401: {"model": ErrorResponse, "description": "Missing or wrong admin secret"},
     404: {"model": ErrorResponse, "description": "No such object"},
     422: {"model": ErrorResponse, "description": "Invalid parameters or body"},
@@ -66,6 +69,15 @@ def _validation(exc: RequestValidationError) -> Response:
     return _json(
         422, "; ".join(parts) or "invalid request", "invalid_request_error", "invalid_value", param
     )
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path supports (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -90,17 +102,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        code = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code
+        )
         message = str(exc.detail) if exc.detail else "error"
         if exc.status_code == 404:
             message = f"Unknown path {request.url.path}"
-        return _json(
-            exc.status_code,
-            message,
-            "invalid_request_error",
-            code,
-            headers=getattr(exc, "headers", None),
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request)
+        return _json(exc.status_code, message, "invalid_request_error", code, headers=headers)
 
     async def on_data(request: Request, exc: Exception) -> Response:
         # A value the database refuses (out of range, bad bytes): the caller's fault.

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from tollway.admin.deps import Engine, keys_changed
-from tollway.admin.params import ID_MAX
+from tollway.admin.params import ID_MAX, IsoDateTime
 from tollway.services import keys, usage
 
 router = APIRouter(prefix="/keys", tags=["keys"])
@@ -92,8 +91,8 @@ async def key_stats(
     engine: Engine,
     key_id: KeyId,
     recent: Annotated[int, Query(ge=0, le=1000, description="How many recent requests.")] = 10,
-    start: Annotated[datetime | None, Query()] = None,
-    end: Annotated[datetime | None, Query()] = None,
+    start: Annotated[IsoDateTime | None, Query()] = None,
+    end: Annotated[IsoDateTime | None, Query()] = None,
 ) -> usage.KeyStats:
     """Totals, by endpoint, by model and the most recent requests (the CLI's `key-stats`)."""
     return await usage.key_stats(engine, key_id, recent, start=start, end=end)

@@ -3,21 +3,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from tollway.admin.deps import Engine
-from tollway.admin.params import ID_MAX
+from tollway.admin.params import ID_MAX, IsoDateTime
 from tollway.services import usage
 from tollway.services.usage_models import MAX_GROUPS
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 
-Start = Annotated[datetime | None, Query(description="Range start (ISO 8601; UTC when no offset).")]
-End = Annotated[datetime | None, Query(description="Range end, exclusive.")]
+Start = Annotated[
+    IsoDateTime | None, Query(description="Range start (ISO 8601; UTC when no offset).")
+]
+End = Annotated[IsoDateTime | None, Query(description="Range end, exclusive.")]
 KeyFilter = Annotated[int | None, Query(ge=0, le=ID_MAX, description="0 = requests without a key.")]
 ModelFilter = Annotated[str | None, Query(max_length=300, description='Public model; "" = none.')]
 UpstreamFilter = Annotated[str | None, Query(max_length=200, description='Upstream; "" = none.')]

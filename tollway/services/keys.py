@@ -7,18 +7,22 @@ stale cache entries within a poll interval.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -33,8 +37,23 @@ STATUSES: tuple[KeyStatus, ...] = ("active", "disabled", "expired")
 MAX_PAGE = 1000
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Count = Annotated[int, Field(ge=0)]
-Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Bounded by the columns (INTEGER / BIGINT) so an absurd value is a 422, not a database error.
+
+
+def _no_bool_or_text(v: Any) -> Any:
+    # `true` or "5" is not a count: JSON clients get a 422 instead of a surprise (5.0 is fine).
+    if isinstance(v, bool | str):
+        raise ValueError("expected an integer")
+    return v
+
+
+Count = Annotated[int, BeforeValidator(_no_bool_or_text), Field(ge=0, le=2**31 - 1)]
+BigCount = Annotated[int, BeforeValidator(_no_bool_or_text), Field(ge=0, le=2**53)]
+Money = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Flag = Annotated[bool, Strict()]
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _clean_email(v: str | None) -> str | None:
@@ -56,7 +75,13 @@ def _clean_models(v: list[str] | None) -> list[str] | None:
 
 
 def _clean_expiry(v: datetime | None) -> datetime | None:
-    return as_utc(v)  # naive input is taken as UTC
+    try:
+        v = as_utc(v)  # naive input is taken as UTC
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise ValueError("expiry out of range") from None
+    if v is not None and not 1970 <= v.year <= 9998:
+        raise ValueError("expiry must be between 1970 and 9998")
+    return v
 
 
 class _KeyFields(BaseModel):
@@ -72,6 +97,14 @@ class _KeyFields(BaseModel):
     def _models(cls, v: list[str] | None) -> list[str] | None:
         return _clean_models(v)
 
+    @field_validator("expires_at", check_fields=False, mode="before")
+    @classmethod
+    def _expiry_iso(cls, v: Any) -> Any:
+        # pydantic would read a bare number as unix seconds; an expiry must say what it means.
+        if isinstance(v, int | float) or (isinstance(v, str) and _NUMBER.fullmatch(v.strip())):
+            raise ValueError("expected an ISO 8601 date-time")
+        return v
+
     @field_validator("expires_at", check_fields=False)
     @classmethod
     def _expiry(cls, v: datetime | None) -> datetime | None:
@@ -81,14 +114,14 @@ class _KeyFields(BaseModel):
 class KeyCreate(_KeyFields):
     name: Name
     email: str | None = None
-    enabled: bool = True
+    enabled: Flag = True
     expires_at: datetime | None = None
     models: list[str] | None = None
     rpm: Count | None = None
     rpd: Count | None = None
     tpm: Count | None = None
     tpd: Count | None = None
-    token_quota: Count | None = None
+    token_quota: BigCount | None = None
     budget_usd: Money | None = None
     budget_period: BudgetPeriod = "none"
     max_parallel: Count | None = None
@@ -97,18 +130,19 @@ class KeyCreate(_KeyFields):
 class KeyUpdate(_KeyFields):
     """Only the fields given are changed; an explicit None clears a nullable field."""
 
-    name: Name | None = None
+    # Not nullable (absent = unchanged; null is refused by update_key, hidden from the schema).
+    name: Name | SkipJsonSchema[None] = None
     email: str | None = None
-    enabled: bool | None = None
+    enabled: Flag | SkipJsonSchema[None] = None
     expires_at: datetime | None = None
     models: list[str] | None = None
     rpm: Count | None = None
     rpd: Count | None = None
     tpm: Count | None = None
     tpd: Count | None = None
-    token_quota: Count | None = None
+    token_quota: BigCount | None = None
     budget_usd: Money | None = None
-    budget_period: BudgetPeriod | None = None
+    budget_period: BudgetPeriod | SkipJsonSchema[None] = None
     max_parallel: Count | None = None
 
 

@@ -121,7 +121,13 @@ def day_floor(dt: datetime) -> datetime:
 def check_range(
     start: datetime | None, end: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
-    start, end = as_utc(start), as_utc(end)
+    try:
+        start, end = as_utc(start), as_utc(end)
+    except OverflowError:
+        raise Invalid("start/end out of range") from None
+    for dt in (start, end):
+        if dt is not None and not 1970 <= dt.year <= 9998:
+            raise Invalid("start/end must be between 1970 and 9998")
     if start is not None and end is not None and start >= end:
         raise Invalid("start must be before end")
     return start, end
