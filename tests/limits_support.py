@@ -3,6 +3,7 @@ Redis with a unique key prefix per test (other people use the same server)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -96,3 +97,68 @@ async def backend_factory(kind: str) -> AsyncIterator[Factory]:
             await limiter.close()
         if kind == "redis":
             drop_prefix(prefix)
+
+
+class TcpProxy:
+    """A TCP relay to Redis that a test can cut and restore, to play an outage."""
+
+    def __init__(self, target_port: int = 6379) -> None:
+        import threading
+
+        from .servers import free_port
+
+        self.target_port = target_port
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for w in self._writers:
+            w.close()
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    def start(self) -> TcpProxy:
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+        return self
+
+    def cut(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

@@ -17,9 +17,7 @@ from .limits_support import Clock, CountingSeed, Factory, backend_factory, key
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC, a whole minute
 
 
-@pytest.fixture(
-    params=[pytest.param("local"), pytest.param("redis", marks=pytest.mark.redis)]
-)
+@pytest.fixture(params=[pytest.param("local"), pytest.param("redis", marks=pytest.mark.redis)])
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     async for factory in backend_factory(request.param):
         yield factory
