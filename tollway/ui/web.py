@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -159,6 +159,10 @@ def admin(handler: Handler) -> Handler:
 
     guarded.__name__ = handler.__name__
     return guarded
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 # --- formatting -----------------------------------------------------------------------------------

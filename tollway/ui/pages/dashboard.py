@@ -15,8 +15,7 @@ from starlette.routing import Route
 from tollway.services import upstreams as upstream_service
 from tollway.services import usage as usage_service
 from tollway.services.usage_latency import latency_series
-from tollway.store.queries import utcnow
-from tollway.ui.web import admin, ui_of
+from tollway.ui.web import admin, ui_of, utcnow
 
 # name -> (label, length, default bucket)
 RANGES: dict[str, tuple[str, timedelta, str]] = {

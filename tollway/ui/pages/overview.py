@@ -13,8 +13,7 @@ from starlette.routing import Route
 from tollway.services import keys as key_service
 from tollway.services import upstreams as upstream_service
 from tollway.services import usage as usage_service
-from tollway.store.queries import utcnow
-from tollway.ui.web import UI, admin, ui_of
+from tollway.ui.web import UI, admin, ui_of, utcnow
 
 REFRESH_SECONDS = 5
 
