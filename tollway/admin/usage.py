@@ -204,7 +204,7 @@ async def export(
     upstream: UpstreamFilter = None,
     status: StatusFilter = None,
 ) -> StreamingResponse:
-    """Streamed, oldest first, one header line; filters as for /usage/records."""
+    """Streamed in the order written, one header line; filters as for /usage/records."""
     chunks = await usage.export_csv(
         engine,
         start=start,

@@ -148,8 +148,8 @@ async def export_csv(
     status: str | None = None,
     batch: int = EXPORT_BATCH,
 ) -> AsyncIterator[str]:
-    """A CSV (header first, oldest row first) as an async iterator of text chunks of up to
-    `batch` rows: `async for chunk in await export_csv(engine, ...)`.
+    """A CSV (header first, then rows in the order written) as an async iterator of text
+    chunks of up to `batch` rows: `async for chunk in await export_csv(engine, ...)`.
 
     Each chunk is its own short query (keyset on id), so a long download never holds a
     database connection or a lock while the client reads slowly. Filters are validated
