@@ -1,568 +1,302 @@
-"""Tollway throughput/latency benchmark: one command, one table.
+"""Tollway's benchmark: one command, one table, Tollway side by side with its peers.
 
-    bash bench/run [--duration 10] [--concurrency 1,64] [--quick]
+    bash bench/run [--peers] [--quick] [--duration 8] [--rounds 2] [--concurrency 1,16,64]
+    bash bench/run --soak 600          # memory over time under load instead
 
-Starts a fake upstream (nginx with canned answers, so it is never the bottleneck), a bare
-reference proxy (``bare_proxy.py``) and Tollway itself, all on 127.0.0.1, then drives each with
-wrk: POST /v1/chat/completions, non-streaming and streaming, at each concurrency. Prints a table
-and writes it as JSON under bench/results/. Everything it starts, it stops (also on Ctrl-C).
-See bench/README.md for what the columns mean.
+Starts a fake upstream (nginx with canned answers, never the bottleneck) and every target on
+127.0.0.1, then drives each with wrk (1 thread): POST /v1/chat/completions, non-streaming and
+streaming, at each concurrency, alternating the targets' order across rounds so drift cancels,
+and reports the median. Then measures the streaming first-byte delay. Prints one markdown table
+and writes everything as JSON under bench/results/. Everything it starts, it stops (also on
+Ctrl-C). See bench/README.md for what each column means.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from fake_upstream import CHAT_COMPLETION, CHAT_COMPLETION_SSE, MODEL, STREAM_HEADER
+import first_byte
+import peers
+from load import catch_error, probe, run_wrk, write_lua
+from machine import find_tools, git_rev, redis_databases, release_redis, uptime
+from peer_targets import start_litellm, start_litellm_vk, start_portkey
+from proc import Processes, RssSampler, free_port, log, signals_raise, tree_cpu_seconds
+from report import Run, aggregate, first_byte_table, notes, ratios, table
+from targets import (
+    SLOW_MODEL,
+    UPSTREAM_KEY,
+    Ctx,
+    Target,
+    start_bare,
+    start_direct,
+    start_nginx_hop,
+    start_tollway,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-BIN = Path(sys.executable).parent  # the venv's bin: tollway, python
-UPSTREAM_KEY = "sk-bench-upstream"
-BARE_KEY = "sk-bench-bare"
-HOST = "127.0.0.1"
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-# --- tools ---------------------------------------------------------------------------------------
-
-
-def apt_install(package: str) -> bool:
-    """Install a Debian package when we can (apt-get present, root). True on success."""
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return False
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-
-    def quiet(*cmd: str) -> bool:
-        done = subprocess.run(cmd, env=env, capture_output=True, check=False)
-        return done.returncode == 0
-
-    log(f"installing {package} with apt-get")
-    # A fresh machine has empty package lists: update once and retry.
-    return quiet("apt-get", "install", "-y", "-qq", package) or (
-        quiet("apt-get", "update", "-qq") and quiet("apt-get", "install", "-y", "-qq", package)
-    )
-
-
-def find_tool(name: str, packages: list[str], required: bool) -> str | None:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    for package in packages:
-        if path:
-            break
-        apt_install(package)
-        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if not path and required:
-        sys.exit(f"bench: `{name}` is required; install the Debian package {packages[0]!r}")
-    return path
-
-
-# --- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    """Starts background processes in their own process group and always stops them."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(
-        self,
-        name: str,
-        cmd: list[str],
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        with (self.logdir / f"{name}.log").open("wb") as logfile:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: we can kill its workers too
-            )
-        self.procs.append((name, proc))
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                tail = (self.logdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                sys.exit(f"bench: {name} exited with {proc.returncode}:\n{tail}")
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.procs.clear()
-
-
-def wait_http(url: str, procs: Processes, timeout: float = 30.0, method: str = "GET") -> None:
-    """Poll until the URL answers at all (any HTTP status) -- or /healthz answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            req = urllib.request.Request(url, method=method)
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except urllib.error.HTTPError:
-            if not url.endswith("/healthz"):
-                return  # server is up, it just disliked our probe
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"bench: {url} did not become ready within {timeout:.0f}s")
-
-
-# --- the fake upstream ---------------------------------------------------------------------------
-
-
-def nginx_string(text: str) -> str:
-    """Quote a literal for nginx `return`: single quotes; `$` would start a variable."""
-    assert "'" not in text and "$" not in text and "\\" not in text
-    return f"'{text}'"
-
-
-def start_nginx(nginx: str, port: int, tmp: Path, procs: Processes) -> None:
-    prefix = tmp / "nginx"
-    for sub in ("temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
-        (prefix / sub).mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/temp/body;
-    proxy_temp_path {prefix}/temp/proxy;
-    fastcgi_temp_path {prefix}/temp/fastcgi;
-    uwsgi_temp_path {prefix}/temp/uwsgi;
-    scgi_temp_path {prefix}/temp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    server {{
-        listen {HOST}:{port};
-        location = /v1/chat/completions {{
-            # `{STREAM_HEADER}: 1` selects the SSE variant (proxies forward it unchanged).
-            if ($http_{STREAM_HEADER.replace("-", "_")} = "1") {{ rewrite ^ /_sse last; }}
-            default_type application/json;
-            return 200 {nginx_string(CHAT_COMPLETION)};
-        }}
-        location = /_sse {{
-            internal;
-            default_type text/event-stream;
-            return 200 {nginx_string(CHAT_COMPLETION_SSE)};
-        }}
-    }}
-}}
-"""
-    )
-    procs.start(
-        "nginx", [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
-    )
-
-
-# --- Tollway -------------------------------------------------------------------------------------
-
-
-def start_tollway(port: int, upstream_port: int, tmp: Path, procs: Processes, workers: int) -> str:
-    """Initialise a fresh SQLite database, create a client key, start `tollway serve`.
-
-    Returns the client key."""
-    home = tmp / "tollway"
-    home.mkdir()
-    config = home / "upstreams.yaml"
-    config.write_text(
-        "upstreams:\n"
-        "  - name: bench-upstream\n"
-        f"    base_url: http://{HOST}:{upstream_port}/v1\n"
-        f"    api_key: {UPSTREAM_KEY}\n"
-        f"    models: [{MODEL}]\n"
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")},
-        "TOLLWAY_HOST": HOST,
-        "TOLLWAY_PORT": str(port),
-        "TOLLWAY_WORKERS": str(workers),
-        "TOLLWAY_DATABASE_URL": f"sqlite+aiosqlite:///{home}/tollway.db",
-        "TOLLWAY_CONFIG": str(config),
-        "TOLLWAY_LOG_LEVEL": "warning",
-    }
-    tollway = str(BIN / "tollway")
-
-    def cli(*args: str) -> str:
-        # cwd=home: a .env in the caller's directory must not leak into the benchmark.
-        done = subprocess.run(
-            [tollway, *args], cwd=home, env=env, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            sys.exit(f"bench: `tollway {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
-
-    cli("init")
-    out = cli("create-key", "--name", "bench", "--json")
-    try:
-        key = str(json.loads(out)["key"])
-    except (ValueError, KeyError, TypeError):
-        sys.exit(f"bench: unexpected `tollway create-key --json` output:\n{out}")
-    procs.start("tollway", [tollway, "serve"], cwd=home, env=env)
-    wait_http(f"http://{HOST}:{port}/healthz", procs)
-    return key
-
-
-# --- wrk -----------------------------------------------------------------------------------------
-
-# wrk's done() hook prints one machine-readable line; latencies are in microseconds.
-LUA_TEMPLATE = """
-wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = {auth}
-{extra}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH_RESULT %d %d %d %d %d %d %d %d %d %d\\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.mean))
-end
-"""
-
-
-def lua_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
-
-
-def write_lua(path: Path, key: str, stream: bool) -> None:
-    extra = f'wrk.headers["{STREAM_HEADER}"] = "1"' if stream else ""
-    path.write_text(
-        LUA_TEMPLATE.format(
-            body=lua_string(request_body(stream).decode()),
-            auth=lua_string(f"Bearer {key}"),
-            extra=extra,
-        )
-    )
-
-
-def request_body(stream: bool) -> bytes:
-    body: dict[str, object] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    if stream:
-        body["stream"] = True
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def probe(url: str, key: str, stream: bool) -> None:
-    """One request by hand before measuring: the target must answer correctly, not just fast."""
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    if stream:
-        headers[STREAM_HEADER] = "1"
-    req = urllib.request.Request(url, data=request_body(stream), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            status, ctype, text = resp.status, resp.headers.get("content-type", ""), resp.read()
-    except urllib.error.HTTPError as exc:
-        status, ctype, text = exc.code, exc.headers.get("content-type", ""), exc.read()
-    if stream:
-        ok = status == 200 and "text/event-stream" in ctype and b"data: [DONE]" in text
-    else:
-        ok = status == 200 and b'"chat.completion"' in text
-    if not ok:
-        sys.exit(
-            f"bench: wrong answer from {url} (stream={stream}): {status} {ctype}\n{text[:500]!r}"
-        )
-
-
-@dataclass
-class Row:
-    target: str
-    mode: str
-    concurrency: int
-    requests: int
-    errors: int
-    rps: float  # successful responses per second
-    p50_ms: float
-    p99_ms: float
-    mean_ms: float
-    ratio: float | None = None  # rps / direct rps (same mode and concurrency)
-    added_p50_ms: float | None = None  # p50 - direct p50
-
-
-def run_wrk(wrk: str, url: str, lua: Path, conns: int, seconds: float) -> tuple[int, ...]:
-    cmd = [
-        wrk,
-        "-t1",
-        f"-c{conns}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(lua),
-        url,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
-    match = re.search(r"^BENCH_RESULT ([\d ]+)$", out.stdout, re.MULTILINE)
-    if out.returncode != 0 or not match:
-        sys.exit(f"bench: wrk failed ({out.returncode}):\n{out.stdout}{out.stderr}")
-    return tuple(int(x) for x in match.group(1).split())
-
-
-def measure(
-    wrk: str, target: str, url: str, lua: Path, mode: str, conns: int, args: argparse.Namespace
-) -> Row:
-    if args.warmup > 0:
-        run_wrk(wrk, url, lua, conns, args.warmup)
-    requests, duration_us, status, connect, read, write, timeout, p50, p99, mean = run_wrk(
-        wrk, url, lua, conns, args.duration
-    )
-    errors = status + connect + read + write + timeout
-    ok = max(0, requests - status)  # wrk counts non-2xx/3xx responses as requests too
-    return Row(
-        target=target,
-        mode=mode,
-        concurrency=conns,
-        requests=requests,
-        errors=errors,
-        rps=ok / (duration_us / 1e6),
-        p50_ms=p50 / 1000,
-        p99_ms=p99 / 1000,
-        mean_ms=mean / 1000,
-    )
-
-
-# --- output --------------------------------------------------------------------------------------
-
-
-def fill_ratios(rows: list[Row]) -> None:
-    direct = {(r.mode, r.concurrency): r for r in rows if r.target == "direct"}
-    for row in rows:
-        base = direct.get((row.mode, row.concurrency))
-        if base and base.rps > 0:
-            row.ratio = row.rps / base.rps
-            row.added_p50_ms = row.p50_ms - base.p50_ms
-
-
-def table(rows: list[Row]) -> str:
-    header = [
-        "target",
-        "mode",
-        "conc",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "+p50 ms",
-        "vs direct",
-        "errors",
-    ]
-    lines = [header]
-    for r in rows:
-        lines.append(
-            [
-                r.target,
-                r.mode,
-                str(r.concurrency),
-                f"{r.rps:,.0f}",
-                f"{r.p50_ms:.2f}",
-                f"{r.p99_ms:.2f}",
-                "" if r.added_p50_ms is None else f"{r.added_p50_ms:+.2f}",
-                "" if r.ratio is None else f"{r.ratio:.2f}",
-                str(r.errors),
-            ]
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = {0, 1}  # text columns align left, numbers right
-
-    def fmt(line: list[str]) -> str:
-        cells = [
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(lines[0]), rule, *(fmt(line) for line in lines[1:])])
-
-
-def git_rev() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
-
-
-# --- main ----------------------------------------------------------------------------------------
+ALL_TARGETS = [
+    "direct",
+    "nginx",
+    "bare",
+    "tollway",
+    "tollway-redis",
+    "tollway-w2",
+    "litellm",
+    "litellm-w2",
+    "litellm-vk",
+    "portkey",
+]
+QUICK_TARGETS = [t for t in ALL_TARGETS if t not in ("litellm-w2", "litellm-vk")]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmark Tollway against direct and bare hops.")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run (2)")
-    parser.add_argument(
+    def csv(s: str) -> list[str]:
+        return [x.strip() for x in s.split(",") if x.strip()]
+
+    p = argparse.ArgumentParser(description="Benchmark Tollway against direct, bare and peers.")
+    # Defaults are None so that --quick fills only what was not given.
+    p.add_argument("--duration", type=float, help="seconds per measured run (8; quick 2)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds before each run (1)")
+    p.add_argument("--rounds", type=int, help="rounds, order alternating (2; quick 1)")
+    p.add_argument(
         "--concurrency",
-        default="1,64",
-        help="comma-separated connection counts (1,64)",
-        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+        type=lambda s: [int(x) for x in csv(s)],
+        help="connection counts (1,16,64; quick 1,64)",
     )
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
-    parser.add_argument(
-        "--targets",
-        default="direct,bare,tollway",
-        help="comma-separated subset of direct,bare,tollway",
-        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+    p.add_argument("--modes", default=["json", "stream"], type=csv, help="json,stream")
+    p.add_argument("--targets", default=None, type=csv, help=f"subset of {','.join(ALL_TARGETS)}")
+    p.add_argument("--peers", action="store_true", help="install/update LiteLLM and Portkey first")
+    p.add_argument("--first-byte-samples", type=int, help="per target (400; quick 100)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 s runs, 1 round, conc 1,64, fewer targets",
     )
-    parser.add_argument("--modes", default="json,stream", type=lambda s: s.split(","))
-    parser.add_argument("--workers", type=int, default=1, help="Tollway worker processes (1)")
-    args = parser.parse_args()
-    if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
-    unknown = set(args.targets) - {"direct", "bare", "tollway"}
-    if unknown or set(args.modes) - {"json", "stream"}:
-        parser.error(f"unknown target or mode: {sorted(unknown) or args.modes}")
+    p.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="soak test instead")
+    p.add_argument("--soak-target", default="tollway", choices=["tollway", "tollway-redis"])
+    args = p.parse_args()
+    defaults = {
+        "duration": 2.0 if args.quick else 8.0,
+        "warmup": 1.0,
+        "rounds": 1 if args.quick else 2,
+        "concurrency": [1, 64] if args.quick else [1, 16, 64],
+        "first_byte_samples": 100 if args.quick else 400,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.targets = args.targets or (QUICK_TARGETS if args.quick else ALL_TARGETS)
+    bad = (set(args.targets) - set(ALL_TARGETS)) | (set(args.modes) - {"json", "stream"})
+    if bad:
+        p.error(f"unknown target or mode: {sorted(bad)}")
+    if args.rounds < 1 or args.duration < 1 or not args.concurrency:
+        p.error("need --rounds >= 1, --duration >= 1 and at least one concurrency")
+    if "direct" not in args.targets:
+        args.targets = ["direct", *args.targets]  # the upstream itself; everything is relative
     return args
 
 
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into SystemExit so `finally` blocks stop our children.
+def start_targets(ctx: Ctx, names: list[str], installed: dict[str, peers.Peer]) -> list[Target]:
+    """Start one at a time, so each cold start is timed without the others starting."""
+    redis = iter(ctx.redis_urls)
+    started = []
+    for name in names:
+        log(f"starting {name}")
+        if name == "direct":
+            t = start_direct(ctx)
+            if t.skipped:
+                sys.exit(f"bench: the fake upstream did not start: {t.note}")
+        elif name == "nginx":
+            t = start_nginx_hop(ctx)
+        elif name == "bare":
+            t = start_bare(ctx)
+        elif name == "tollway":
+            t = start_tollway(ctx, name, workers=1, redis_url=None)
+        elif name in ("tollway-redis", "tollway-w2"):
+            url = next(redis, None)
+            if url is None:
+                t = Target(name, skipped=True, note="needs Redis on 127.0.0.1:6379")
+            else:
+                t = start_tollway(
+                    ctx, name, workers=2 if name == "tollway-w2" else 1, redis_url=url
+                )
+        elif name in ("litellm", "litellm-w2"):
+            workers = 2 if name == "litellm-w2" else 1
+            t = start_litellm(ctx, installed.get("litellm"), name, workers)
+        elif name == "litellm-vk":
+            t = start_litellm_vk(ctx, installed.get("litellm"))
+        else:
+            t = start_portkey(ctx, installed.get("portkey"))
+        if not t.skipped:
+            log(f"{name} up in {t.cold_start_s:.2f}s")
+        started.append(t)
+    return started
 
-    SIGINT is set back to KeyboardInterrupt explicitly: a shell starting us in the background
-    leaves it ignored, and Ctrl-C must always clean up."""
 
-    def handler(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
+def check_answers(targets: list[Target], modes: list[str]) -> None:
+    for t in targets:
+        for mode in modes if not t.skipped else []:
+            wrong = probe(f"{t.origin}/v1/chat/completions", t.key, t.headers, mode == "stream")
+            if wrong:
+                t.skipped, t.note = True, f"{mode}: {wrong}"[:200]
+                log(f"{t.name}: {t.note}")
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+
+def measure_all(ctx: Ctx, wrk: str, targets: list[Target], args: argparse.Namespace) -> list[Run]:
+    runs: list[Run] = []
+    luas = {
+        (t.name, m): write_lua(ctx.tmp / f"{t.name}-{m}.lua", t.key, t.headers, m == "stream")
+        for t in targets
+        for m in args.modes
+    }
+    for rnd in range(args.rounds):
+        order = targets if rnd % 2 == 0 else targets[::-1]  # A/B, then B/A: drift cancels
+        for mode in args.modes:
+            for conc in args.concurrency:
+                for t in order:
+                    if t.skipped:
+                        continue
+                    log(f"round {rnd + 1}/{args.rounds} {t.name} {mode} c={conc}")
+                    runs.append(
+                        measure_one(ctx, wrk, t, luas[(t.name, mode)], mode, conc, rnd, args)
+                    )
+    return runs
+
+
+def measure_one(
+    ctx: Ctx,
+    wrk: str,
+    t: Target,
+    lua: Path,
+    mode: str,
+    conc: int,
+    rnd: int,
+    args: argparse.Namespace,
+) -> Run:
+    url = f"{t.origin}/v1/chat/completions"
+    if args.warmup > 0:
+        run_wrk(wrk, url, lua, conc, args.warmup)
+    loadavg = Path("/proc/loadavg").read_text().strip()
+    cpu0 = tree_cpu_seconds(t.session)
+    with RssSampler(t.session) as rss:
+        res = run_wrk(wrk, url, lua, conc, args.duration)
+    cpu = tree_cpu_seconds(t.session) - cpu0
+    if t.name in ctx.procs.dead():
+        t.skipped, t.note = True, f"died during {mode} c={conc}: " + ctx.procs.log_tail(t.name, 200)
+    sample = ""
+    if res.non_2xx + res.socket_errors and not t.skipped:
+        catcher = write_lua(lua.with_suffix(".catch.lua"), t.key, t.headers, mode == "stream", True)
+        sample = catch_error(wrk, url, catcher, conc)
+    return Run(
+        target=t.name,
+        mode=mode,
+        concurrency=conc,
+        round=rnd,
+        requests=res.requests,
+        errors=res.non_2xx + res.socket_errors,
+        rps=res.ok_rps,
+        p50_ms=res.p50_ms,
+        p99_ms=res.p99_ms,
+        cpu_s=cpu,
+        peak_rss_mb=rss.peak_mb,
+        loadavg=loadavg,
+        error_sample=sample,
+    )
+
+
+def measure_first_byte(ctx: Ctx, targets: list[Target], samples: int) -> list[first_byte.FirstByte]:
+    path = "/v1/chat/completions"
+    specs = [("direct", ctx.slow_port, path, {"Authorization": f"Bearer {UPSTREAM_KEY}"})]
+    for t in targets:
+        if t.first_byte and not t.skipped:
+            port = int(t.origin.rsplit(":", 1)[1])
+            specs.append(
+                (t.name, port, path, {"Authorization": f"Bearer {t.key}", **t.slow_headers})
+            )
+    body = first_byte.body_for(SLOW_MODEL)
+    log(f"first-byte delay: {samples} samples each for {', '.join(s[0] for s in specs)}")
+    return first_byte.measure([(*s, body) for s in specs], ctx.slow_port, samples)
 
 
 def main() -> int:
     args = parse_args()
-    wrk = find_tool("wrk", ["wrk"], required=True)
-    assert wrk
-    nginx = find_tool("nginx", ["nginx-light", "nginx"], required=False)
+    wrk, nginx = find_tools()
+    if args.soak:
+        import soak
 
-    with (
-        signals_raise(),
-        tempfile.TemporaryDirectory(prefix="tollway-bench-") as tmpdir,
-    ):
-        tmp = Path(tmpdir)
-        procs = Processes(tmp)
+        return soak.run(args, wrk, nginx)
+    wanted_peers = sorted({n.split("-")[0] for n in args.targets} & {"litellm", "portkey"})
+    installed = peers.install_all(wanted_peers) if args.peers else peers.check_all(wanted_peers)
+    load_before = uptime()
+    rows, runs, fb = [], [], []
+    with signals_raise(), tempfile.TemporaryDirectory(prefix="tollway-bench-") as tmpdir:
+        procs = Processes(Path(tmpdir))
+        needs_redis = sum(n in args.targets for n in ("tollway-redis", "tollway-w2"))
+        ctx = Ctx(
+            procs, Path(tmpdir), nginx, free_port(), free_port(), redis_databases(needs_redis)
+        )
         try:
-            upstream_port = free_port()
-            if nginx:
-                start_nginx(nginx, upstream_port, tmp, procs)
-                upstream_kind = "nginx"
-            else:
-                log("nginx unavailable: falling back to a Python fake upstream (may bottleneck)")
-                cmd = [sys.executable, str(BENCH_DIR / "fake_upstream.py"), str(upstream_port)]
-                procs.start("upstream", cmd)
-                upstream_kind = "python"
-            wait_http(f"http://{HOST}:{upstream_port}/v1/chat/completions", procs, method="POST")
-
-            targets: dict[str, tuple[str, str]] = {}  # name -> (origin, client key)
-            if "direct" in args.targets:
-                targets["direct"] = (f"http://{HOST}:{upstream_port}", UPSTREAM_KEY)
-            if "bare" in args.targets:
-                port = free_port()
-                cmd = [
-                    sys.executable,
-                    str(BENCH_DIR / "bare_proxy.py"),
-                    f"--port={port}",
-                    f"--upstream=http://{HOST}:{upstream_port}",
-                    f"--key={BARE_KEY}",
-                    f"--upstream-key={UPSTREAM_KEY}",
-                ]
-                procs.start("bare", cmd)
-                wait_http(f"http://{HOST}:{port}/", procs)
-                targets["bare"] = (f"http://{HOST}:{port}", BARE_KEY)
-            if "tollway" in args.targets:
-                port = free_port()
-                key = start_tollway(port, upstream_port, tmp, procs, args.workers)
-                targets["tollway"] = (f"http://{HOST}:{port}", key)
-
-            rows: list[Row] = []
-            for name, (origin, key) in targets.items():
-                for mode in args.modes:
-                    lua = tmp / f"{name}-{mode}.lua"
-                    write_lua(lua, key, stream=mode == "stream")
-                    url = f"{origin}/v1/chat/completions"
-                    probe(url, key, stream=mode == "stream")
-                    for conns in args.concurrency:
-                        log(f"{name} {mode} c={conns} ({args.duration:g}s)")
-                        rows.append(measure(wrk, name, url, lua, mode, conns, args))
-                        procs.check_alive()
+            targets = start_targets(ctx, args.targets, installed)
+            check_answers(targets, args.modes)
+            runs = measure_all(ctx, wrk, targets, args)
+            fb = measure_first_byte(ctx, targets, args.first_byte_samples)
         finally:
             procs.stop_all()
-
-    fill_ratios(rows)
-    print(table(rows))
+            for cleanup in ctx.cleanups:
+                cleanup()
+            release_redis(ctx.redis_urls)
+    rows = aggregate(runs)
+    load_after = uptime()
+    out = [
+        table(targets, rows),
+        ratios(rows),
+        "Streaming first-byte delay (upstream's first bytes -> client), slow SSE upstream:\n\n"
+        + first_byte_table(fb),
+        notes(targets, rows),
+        f"Machine: {os.cpu_count()} CPUs, {platform.platform()}; load before: {load_before}; "
+        f"after: {load_after}. {args.rounds} round(s) x {args.duration:g} s per run, "
+        f"medians; wrk -t1; git {git_rev()}.",
+    ]
+    print("\n\n".join(part for part in out if part))
     results = BENCH_DIR / "results"
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = results / f"bench-{stamp}.json"
+    path = results / f"bench-{stamp}.json"
     meta = {
         "time": stamp,
         "git": git_rev(),
         "cpus": os.cpu_count(),
+        "platform": platform.platform(),
         "python": platform.python_version(),
-        "upstream": upstream_kind,
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "wrk_threads": 1,
-        "tollway_workers": args.workers,
+        "load_before": load_before,
+        "load_after": load_after,
+        "args": {k: v for k, v in vars(args).items()},
+        "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.strip()[:80],
     }
-    out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
-    print(f"\nwritten to {out.relative_to(REPO)}", file=sys.stderr)
-    return 1 if any(r.errors for r in rows) else 0
+    doc = {
+        "meta": meta,
+        # Keys are throwaway (a temporary database), but still kept out of files.
+        "targets": [{k: v for k, v in asdict(t).items() if k != "key"} for t in targets],
+        "rows": [asdict(r) for r in rows],
+        "runs": [asdict(r) for r in runs],
+        "first_byte": [asdict(r) for r in fb],
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nwritten to {path.relative_to(BENCH_DIR.parent)}", file=sys.stderr)
+    ours = [t for t in targets if t.name.startswith("tollway")]
+    failed = any(t.skipped for t in ours) or any(
+        r.errors for r in rows if r.target.startswith("tollway")
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""nginx configurations: the fake upstream, and the bare `proxy_pass` hop in front of it.
+
+Each runs as its own nginx master (one worker), so the hop's CPU and memory are measured apart
+from the upstream's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fake_upstream import CHAT_COMPLETION, CHAT_COMPLETION_SSE, STREAM_HEADER
+from proc import HOST
+
+
+def nginx_string(text: str) -> str:
+    """Quote a literal for nginx `return`: single quotes; `$` would start a variable."""
+    assert "'" not in text and "$" not in text and "\\" not in text
+    return f"'{text}'"
+
+
+def _common(prefix: Path) -> str:
+    for sub in ("temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    return f"""
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+"""
+
+
+def _http_common(prefix: Path) -> str:
+    return f"""
+    access_log off;
+    client_body_temp_path {prefix}/temp/body;
+    proxy_temp_path {prefix}/temp/proxy;
+    fastcgi_temp_path {prefix}/temp/fastcgi;
+    uwsgi_temp_path {prefix}/temp/uwsgi;
+    scgi_temp_path {prefix}/temp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+"""
+
+
+def upstream_conf(prefix: Path, port: int) -> Path:
+    """The fake upstream: a fixed completion, or with `x-bench-stream: 1` a fixed SSE body."""
+    header_var = "$http_" + STREAM_HEADER.replace("-", "_")
+    conf = prefix / "nginx.conf"
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        _common(prefix)
+        + f"""
+http {{
+{_http_common(prefix)}
+    server {{
+        listen {HOST}:{port};
+        location = /v1/chat/completions {{
+            # `{STREAM_HEADER}: 1` selects the SSE variant (proxies forward it unchanged).
+            if ({header_var} = "1") {{ rewrite ^ /_sse last; }}
+            default_type application/json;
+            return 200 {nginx_string(CHAT_COMPLETION)};
+        }}
+        location = /_sse {{
+            internal;
+            default_type text/event-stream;
+            return 200 {nginx_string(CHAT_COMPLETION_SSE)};
+        }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def hop_conf(prefix: Path, port: int, upstream_port: int) -> Path:
+    """The least one proxy hop costs: proxy_pass with pooled keep-alive upstream connections.
+
+    Buffering is off so a stream is passed on as it arrives, as a gateway must."""
+    conf = prefix / "nginx.conf"
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        _common(prefix)
+        + f"""
+http {{
+{_http_common(prefix)}
+    upstream fake {{
+        server {HOST}:{upstream_port};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {HOST}:{port};
+        location / {{
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def nginx_cmd(nginx: str, conf: Path) -> list[str]:
+    prefix = conf.parent
+    return [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
