@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from tollway.admin import build_admin_api
 from tollway.core.errors import error_body
+from tollway.core.ids import new_request_id, reseed
 from tollway.core.settings import Settings, get_settings
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
@@ -117,6 +117,7 @@ class TollwayApp:
     async def startup(self) -> None:
         s = self.settings
         self.loop = asyncio.get_running_loop()
+        reseed()  # a forked worker gets request ids of its own
         engine = create_engine(s.database_url)
         pool = Pool()
         upstreams = UpstreamManager(pool, s, engine)
@@ -223,7 +224,7 @@ async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:
 
 def _with_request_id(send: Send) -> Send:
     """Every response carries an x-request-id, the web side's too."""
-    request_id = uuid.uuid4().hex.encode()
+    request_id = new_request_id().encode()
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -256,6 +257,8 @@ def serve(settings: Settings | None = None) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # No X-Forwarded-* rewriting on every request: the gateway does not use client addresses.
+        proxy_headers=False,
         log_level=s.log_level,
         timeout_graceful_shutdown=30,
     )

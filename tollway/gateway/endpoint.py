@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 
 import aiohttp
 import orjson
 
 from tollway.core.errors import GatewayError, model_not_allowed, model_not_found, no_upstream
+from tollway.core.ids import new_request_id
 from tollway.core.types import KeyRecord, UsageEvent
 from tollway.upstreams.pool import Pool
 
@@ -58,7 +58,7 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         base: Headers = [(b"x-request-id", request_id.encode())]
         headers: Headers = scope["headers"]
         try:
