@@ -172,3 +172,81 @@ async def test_csv_export_streams_every_row(seeded: tuple[AsyncEngine, int, int]
     assert len(list(csv.DictReader(io.StringIO("".join(only))))) == 1
     with pytest.raises(Invalid):
         await usage.export_csv(engine, status="bad")
+
+
+async def test_daily_rollups_agree_with_hourly(seeded: tuple[AsyncEngine, int, int]) -> None:
+    from sqlalchemy import func, select
+
+    from tollway.services.usage_models import rollup_source, sums
+    from tollway.store.tables import usage_rollups_daily
+
+    engine, _, _ = seeded
+    async with engine.connect() as conn:
+        days = (
+            await conn.execute(
+                select(usage_rollups_daily.c.day, func.sum(usage_rollups_daily.c.requests))
+                .group_by(usage_rollups_daily.c.day)
+                .order_by(usage_rollups_daily.c.day)
+            )
+        ).all()
+        assert [(as_day(r[0]), int(r[1])) for r in days] == [(1, 4), (2, 2)]
+        ranges = [
+            (None, None),
+            (T0 - timedelta(days=1), T0 + timedelta(days=2)),
+            (T0 + timedelta(minutes=30), T0 + timedelta(hours=26, minutes=5)),
+            (T0.replace(hour=0, minute=0), T0.replace(hour=0, minute=0) + timedelta(days=1)),
+            (T0 + timedelta(hours=3), None),
+            (None, T0 + timedelta(hours=20)),
+        ]
+        for start, end in ranges:
+            for f in ({}, {"model": "gpt-a"}, {"upstream": "up1", "key_id": 1}):
+                mixed = rollup_source(start=start, end=end, **f)  # type: ignore[arg-type]
+                hourly = rollup_source(start=start, end=end, hourly_only=True, **f)  # type: ignore[arg-type]
+                a = (await conn.execute(select(*sums(mixed.c)))).one()
+                b = (await conn.execute(select(*sums(hourly.c)))).one()
+                assert tuple(a) == pytest.approx(tuple(b)), (start, end, f)
+
+
+async def test_migration_backfills_daily_rollups(db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import func, select
+    from sqlalchemy.engine import Connection
+
+    from tollway.store.db import alembic_config, create_engine, migrate
+    from tollway.store.tables import usage_rollups, usage_rollups_daily
+
+    engine = create_engine(db_url)
+    try:
+
+        def to_0001(connection: Connection) -> None:
+            cfg = alembic_config(db_url)
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "0001")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(to_0001)
+            rows = [
+                {"hour": T0.replace(minute=0) + timedelta(hours=h), "key_id": 1, "model": "m",
+                 "upstream": "u", "endpoint": "/v1/x", "requests": 2, "errors": h % 2,
+                 "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost_usd": 0.5,
+                 "latency_ms_sum": 10.0}
+                for h in range(30)  # 10:00 on day 1 to 15:00 on day 2
+            ]  # fmt: skip
+            await conn.execute(usage_rollups.insert(), rows)
+        await migrate(engine)
+        async with engine.connect() as conn:
+            got = (
+                await conn.execute(
+                    select(usage_rollups_daily.c.day, func.sum(usage_rollups_daily.c.requests))
+                    .group_by(usage_rollups_daily.c.day)
+                    .order_by(usage_rollups_daily.c.day)
+                )
+            ).all()
+        assert [(as_day(r[0]), int(r[1])) for r in got] == [(1, 28), (2, 32)]
+        assert (await usage.totals(engine, start=T0 - timedelta(days=1))).requests == 60
+    finally:
+        await engine.dispose()
+
+
+def as_day(value: object) -> int:
+    return value.day if isinstance(value, datetime) else int(str(value)[8:10])

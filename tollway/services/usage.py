@@ -11,14 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.services.errors import NotFound
 from tollway.services.usage_models import (
     BUCKETS,
     ORDERS,
-    SUMS,
     Bucket,
     KeyUsage,
     Order,
@@ -27,8 +26,9 @@ from tollway.services.usage_models import (
     UsageReport,
     UsageStats,
     UsageTotals,
-    rollup_filters,
+    rollup_source,
     stats_of,
+    sums,
     totals_of,
 )
 from tollway.services.usage_records import (
@@ -47,12 +47,12 @@ from tollway.services.usage_reports import (
     by_key,
     by_model,
     by_upstream,
-    report,
     timeseries,
     top_keys,
     top_models,
     totals,
 )
+from tollway.services.usage_summary import report
 from tollway.store.queries import as_utc
 from tollway.store.tables import api_keys, usage_records, usage_rollups
 
@@ -120,12 +120,12 @@ async def _groups(conn: AsyncConnection, stmt: Select[Any]) -> list[UsageGroup]:
     return [UsageGroup(name=row.name, **stats_of(row)) for row in rows]
 
 
-def _grouped(conds: list[ColumnElement[bool]], column: Any) -> Select[Any]:
+def _grouped(src: Subquery, column: str) -> Select[Any]:
+    col = src.c[column]
     return (
-        select(column.label("name"), *SUMS)
-        .where(*conds)
-        .group_by(column)
-        .order_by(func.sum(r.requests).desc(), column)
+        select(col.label("name"), *sums(src.c))
+        .group_by(col)
+        .order_by(func.sum(src.c.requests).desc(), col)
     )
 
 
@@ -139,14 +139,14 @@ async def key_stats(
 ) -> KeyStats:
     """Totals, per-endpoint and per-model breakdowns, and the last `recent` requests of a key
     (the seed's `key-stats`). All time unless start/end narrow it (whole hours for the sums)."""
-    conds = rollup_filters(start=start, end=end, key_id=key_id)
+    src = rollup_source(start=start, end=end, key_id=key_id)
     async with engine.connect() as conn:
         name = (await conn.execute(select(api_keys.c.name).where(api_keys.c.id == key_id))).scalar()
         if name is None:
             raise NotFound(f"no key with id {key_id}")
-        totals_row = (await conn.execute(select(*SUMS).where(*conds))).one()
-        by_endpoint = await _groups(conn, _grouped(conds, r.endpoint))
-        by_model = await _groups(conn, _grouped(conds, r.model))
+        totals_row = (await conn.execute(select(*sums(src.c)))).one()
+        by_endpoint = await _groups(conn, _grouped(src, "endpoint"))
+        by_model = await _groups(conn, _grouped(src, "model"))
         u = usage_records.c
         recent_rows = (
             await conn.execute(

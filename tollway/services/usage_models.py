@@ -11,13 +11,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Select, Subquery, Table, and_, func, select, true, union_all
 
 from tollway.services.errors import Invalid
 from tollway.store.queries import as_utc, utcnow
-from tollway.store.tables import usage_rollups
-
-r = usage_rollups.c
+from tollway.store.tables import usage_rollups, usage_rollups_daily
 
 Bucket = Literal["hour", "day"]
 Order = Literal["requests", "tokens", "cost", "errors"]
@@ -73,23 +71,31 @@ class UsageReport(BaseModel):
     by_endpoint: list[UsageGroup]
 
 
-# SUM over BIGINT is NUMERIC on PostgreSQL (Decimal in Python); cast back when building models.
-SUMS = (
-    func.coalesce(func.sum(r.requests), 0).label("requests"),
-    func.coalesce(func.sum(r.errors), 0).label("errors"),
-    func.coalesce(func.sum(r.prompt_tokens), 0).label("prompt_tokens"),
-    func.coalesce(func.sum(r.completion_tokens), 0).label("completion_tokens"),
-    func.coalesce(func.sum(r.total_tokens), 0).label("total_tokens"),
-    func.coalesce(func.sum(r.cost_usd), 0.0).label("cost_usd"),
-    func.coalesce(func.sum(r.latency_ms_sum), 0.0).label("latency_ms_sum"),
+COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_ms_sum",
 )
 
-ORDER_COLUMNS = {
-    "requests": func.sum(r.requests),
-    "tokens": func.sum(r.total_tokens),
-    "cost": func.sum(r.cost_usd),
-    "errors": func.sum(r.errors),
-}
+
+def sums(c: Any) -> list[Any]:
+    """SUM of every counter of a rollup source's columns `c`, labelled by name.
+    SUM over BIGINT is NUMERIC on PostgreSQL (Decimal in Python): cast back when building."""
+    return [
+        func.coalesce(
+            func.sum(c[name]), 0.0 if name in ("cost_usd", "latency_ms_sum") else 0
+        ).label(name)
+        for name in COUNTERS
+    ]
+
+
+def order_column(c: Any, order: str) -> Any:
+    name = {"requests": "requests", "tokens": "total_tokens", "cost": "cost_usd"}.get(order, order)
+    return func.sum(c[name])
 
 
 def totals_of(row: Any) -> dict[str, Any]:
@@ -147,7 +153,21 @@ def default_range(
     return start, end
 
 
-def rollup_filters(
+def _part(
+    table: Table, column: str, lo: datetime | None, hi: datetime | None, f: dict[str, Any]
+) -> Select[Any]:
+    t = table.c
+    conds: list[ColumnElement[bool]] = []
+    if lo is not None:
+        conds.append(t[column] >= lo)
+    if hi is not None:
+        conds.append(t[column] < hi)
+    conds += [t[name] == value for name, value in f.items() if value is not None]
+    cols = [t[column].label("bucket"), t.key_id, t.model, t.upstream, t.endpoint]
+    return select(*cols, *(t[name] for name in COUNTERS)).where(and_(true(), *conds))
+
+
+def rollup_source(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -155,23 +175,27 @@ def rollup_filters(
     model: str | None = None,
     upstream: str | None = None,
     endpoint: str | None = None,
-) -> list[ColumnElement[bool]]:
-    """WHERE terms over usage_rollups; model/upstream "" select requests without one."""
+    hourly_only: bool = False,
+) -> Subquery:
+    """The rollup rows covering [start, end) (whole hours), as one subquery with the columns
+    bucket, key_id, model, upstream, endpoint and the counters: daily rows for every whole UTC
+    day inside the range, hourly rows for the partial days at its edges. model/upstream ""
+    select requests without one."""
     start, end = check_range(start, end)
-    conds: list[ColumnElement[bool]] = []
-    if start is not None:
-        conds.append(r.hour >= hour_floor(start))
-    if end is not None:
-        conds.append(r.hour < end)
-    if key_id is not None:
-        conds.append(r.key_id == key_id)
-    if model is not None:
-        conds.append(r.model == model)
-    if upstream is not None:
-        conds.append(r.upstream == upstream)
-    if endpoint is not None:
-        conds.append(r.endpoint == endpoint)
-    return conds
+    f = {"key_id": key_id, "model": model, "upstream": upstream, "endpoint": endpoint}
+    lo = hour_floor(start) if start is not None else None
+    first_day = lo if lo is None or lo == day_floor(lo) else day_floor(lo) + timedelta(days=1)
+    last_day = day_floor(end) if end is not None else None
+    if hourly_only or (first_day is not None and last_day is not None and first_day >= last_day):
+        return _part(usage_rollups, "hour", lo, end, f).subquery("rollups")
+    parts = [_part(usage_rollups_daily, "day", first_day, last_day, f)]
+    if lo is not None and first_day is not None and lo < first_day:
+        parts.append(_part(usage_rollups, "hour", lo, first_day, f))
+    if last_day is not None and end is not None and last_day < end:
+        parts.append(_part(usage_rollups, "hour", last_day, end, f))
+    if len(parts) == 1:
+        return parts[0].subquery("rollups")
+    return union_all(*parts).subquery("rollups")
 
 
 def check_bucket(bucket: str) -> Bucket:

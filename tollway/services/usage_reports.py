@@ -1,4 +1,5 @@
-"""Usage reports over the hourly rollups: totals, breakdowns, top lists and time series.
+"""Usage reports over the rollups (daily for whole days, hourly at a range's edges): totals,
+breakdowns, top lists and time series.
 
 Never scans raw usage rows, so they stay fast with millions of requests (see
 bench/usage_queries.py). Every function takes the same keyword filters:
@@ -7,24 +8,21 @@ start/end (UTC range, whole hours), key_id, model, upstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, true
+from sqlalchemy import Subquery, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.services.errors import Invalid
 from tollway.services.usage_models import (
+    COUNTERS,
     MAX_GROUPS,
     MAX_POINTS,
-    ORDER_COLUMNS,
-    SUMS,
     Bucket,
     KeyUsage,
     UsageGroup,
     UsagePoint,
-    UsageReport,
     UsageStats,
     check_bucket,
     check_limit,
@@ -32,57 +30,45 @@ from tollway.services.usage_models import (
     day_floor,
     default_range,
     hour_floor,
-    r,
-    rollup_filters,
+    order_column,
+    rollup_source,
     stats_of,
+    sums,
 )
 from tollway.store.queries import as_utc
 from tollway.store.tables import api_keys
 
 
-def _where(conds: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
-    return and_(true(), *conds)
-
-
-async def _totals(conn: AsyncConnection, conds: Sequence[ColumnElement[bool]]) -> UsageStats:
-    row = (await conn.execute(select(*SUMS).where(_where(conds)))).one()
+async def _totals(conn: AsyncConnection, src: Subquery) -> UsageStats:
+    row = (await conn.execute(select(*sums(src.c)))).one()
     return UsageStats(**stats_of(row))
 
 
 async def _groups(
-    conn: AsyncConnection,
-    column: Any,
-    conds: Sequence[ColumnElement[bool]],
-    order: str,
-    limit: int,
+    conn: AsyncConnection, src: Subquery, column: str, order: str, limit: int
 ) -> list[UsageGroup]:
-    order_col = ORDER_COLUMNS[check_order(order)]
+    col = src.c[column]
     stmt = (
-        select(column.label("name"), *SUMS)
-        .where(_where(conds))
-        .group_by(column)
-        .order_by(order_col.desc(), column)
+        select(col.label("name"), *sums(src.c))
+        .group_by(col)
+        .order_by(order_column(src.c, check_order(order)).desc(), col)
         .limit(check_limit(limit, MAX_GROUPS))
     )
     rows = (await conn.execute(stmt)).all()
     return [UsageGroup(name=row.name, **stats_of(row)) for row in rows]
 
 
-async def _keys(
-    conn: AsyncConnection, conds: Sequence[ColumnElement[bool]], order: str, limit: int
-) -> list[KeyUsage]:
-    order_col = ORDER_COLUMNS[check_order(order)]
-    sub = (
-        select(r.key_id.label("key_id"), *SUMS)
-        .where(_where(conds))
-        .group_by(r.key_id)
-        .order_by(order_col.desc(), r.key_id)
+async def _keys(conn: AsyncConnection, src: Subquery, order: str, limit: int) -> list[KeyUsage]:
+    top = (
+        select(src.c.key_id.label("key_id"), *sums(src.c))
+        .group_by(src.c.key_id)
+        .order_by(order_column(src.c, check_order(order)).desc(), src.c.key_id)
         .limit(check_limit(limit, MAX_GROUPS))
-        .subquery()
+        .subquery("top")
     )
     # Names joined after grouping: the join touches only `limit` rows.
-    stmt = select(sub, api_keys.c.name.label("key_name"), api_keys.c.prefix).select_from(
-        sub.outerjoin(api_keys, api_keys.c.id == sub.c.key_id)
+    stmt = select(top, api_keys.c.name.label("key_name"), api_keys.c.prefix).select_from(
+        top.outerjoin(api_keys, api_keys.c.id == top.c.key_id)
     )
     rows = (await conn.execute(stmt)).all()
     items = [
@@ -105,9 +91,9 @@ async def totals(
     upstream: str | None = None,
 ) -> UsageStats:
     """Sums over the range (all time when start/end are None)."""
-    conds = rollup_filters(start=start, end=end, key_id=key_id, model=model, upstream=upstream)
+    src = rollup_source(start=start, end=end, key_id=key_id, model=model, upstream=upstream)
     async with engine.connect() as conn:
-        return await _totals(conn, conds)
+        return await _totals(conn, src)
 
 
 async def by_key(
@@ -121,17 +107,19 @@ async def by_key(
     limit: int = 100,
 ) -> list[KeyUsage]:
     """Usage per client key, largest first by `order` (requests, tokens, cost, errors)."""
-    conds = rollup_filters(start=start, end=end, model=model, upstream=upstream)
+    src = rollup_source(start=start, end=end, model=model, upstream=upstream)
     async with engine.connect() as conn:
-        return await _keys(conn, conds, order, limit)
+        return await _keys(conn, src, order, limit)
 
 
 async def _by(
-    engine: AsyncEngine, column: Any, order: str, limit: int, **filters: Any
+    engine: AsyncEngine, column: str, order: str, limit: int, **filters: Any
 ) -> list[UsageGroup]:
-    conds = rollup_filters(**filters)
+    check_order(order)
+    check_limit(limit, MAX_GROUPS)
+    src = rollup_source(**filters)
     async with engine.connect() as conn:
-        return await _groups(conn, column, conds, order, limit)
+        return await _groups(conn, src, column, order, limit)
 
 
 async def by_model(
@@ -146,7 +134,7 @@ async def by_model(
 ) -> list[UsageGroup]:
     """Usage per public model name ("" = requests without a model)."""
     return await _by(
-        engine, r.model, order, limit, start=start, end=end, key_id=key_id, upstream=upstream
+        engine, "model", order, limit, start=start, end=end, key_id=key_id, upstream=upstream
     )
 
 
@@ -162,7 +150,7 @@ async def by_upstream(
 ) -> list[UsageGroup]:
     """Usage per upstream name ("" = requests that never reached one)."""
     return await _by(
-        engine, r.upstream, order, limit, start=start, end=end, key_id=key_id, model=model
+        engine, "upstream", order, limit, start=start, end=end, key_id=key_id, model=model
     )
 
 
@@ -180,7 +168,7 @@ async def by_endpoint(
     """Usage per endpoint path (/v1/chat/completions, ...)."""
     return await _by(
         engine,
-        r.endpoint,
+        "endpoint",
         order,
         limit,
         start=start,
@@ -226,33 +214,26 @@ def _buckets(start: datetime, end: datetime, bucket: Bucket) -> list[datetime]:
 
 
 async def _series(
-    conn: AsyncConnection,
-    start: datetime,
-    end: datetime,
-    bucket: Bucket,
-    conds: Sequence[ColumnElement[bool]],
+    conn: AsyncConnection, start: datetime, end: datetime, bucket: Bucket, src: Subquery
 ) -> list[UsagePoint]:
-    # Grouped by hour in SQL (portable), folded into days here: at most 24 rows per day.
-    stmt = select(r.hour, *SUMS).where(_where(conds)).group_by(r.hour)
+    # Grouped by rollup bucket in SQL (portable), folded into days here.
+    stmt = select(src.c.bucket, *sums(src.c)).group_by(src.c.bucket)
     rows = (await conn.execute(stmt)).all()
     acc: dict[datetime, dict[str, float]] = {b: {} for b in _buckets(start, end, bucket)}
     for row in rows:
-        hour = as_utc(row.hour)
-        b = hour if bucket == "hour" else day_floor(hour)
-        slot = acc.get(b)
+        at = as_utc(row.bucket)
+        slot = acc.get(at if bucket == "hour" else day_floor(at))
         if slot is None:
             continue
-        for name in ("requests", "errors", "prompt_tokens", "completion_tokens"):
-            slot[name] = slot.get(name, 0) + int(getattr(row, name))
-        slot["total_tokens"] = slot.get("total_tokens", 0) + int(row.total_tokens)
-        slot["cost_usd"] = slot.get("cost_usd", 0.0) + float(row.cost_usd)
-        slot["latency_ms_sum"] = slot.get("latency_ms_sum", 0.0) + float(row.latency_ms_sum)
+        for name in COUNTERS:
+            slot[name] = slot.get(name, 0) + getattr(row, name)
     points = []
     for b, slot in acc.items():
         n = int(slot.get("requests", 0))
-        lat = slot.pop("latency_ms_sum", 0.0)
+        lat = float(slot.pop("latency_ms_sum", 0.0))
+        data = {k: (float(v) if k == "cost_usd" else int(v)) for k, v in slot.items()}
         points.append(
-            UsagePoint(bucket=b, **slot, avg_latency_ms=lat / n if n else None)  # type: ignore[arg-type]
+            UsagePoint(bucket=b, **data, avg_latency_ms=lat / n if n else None)  # type: ignore[arg-type]
         )
     return points
 
@@ -274,40 +255,13 @@ async def timeseries(
     """
     b = check_bucket(bucket)
     start, end = default_range(start, end, b)
-    conds = rollup_filters(start=start, end=end, key_id=key_id, model=model, upstream=upstream)
+    src = rollup_source(
+        start=start,
+        end=end,
+        key_id=key_id,
+        model=model,
+        upstream=upstream,
+        hourly_only=b == "hour",
+    )
     async with engine.connect() as conn:
-        return await _series(conn, start, end, b, conds)
-
-
-async def report(
-    engine: AsyncEngine,
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    bucket: str = "day",
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
-    top: int = 10,
-) -> UsageReport:
-    """Everything about a range in one call (what `tollway usage` and the dashboard show):
-    totals, a time series, and the `top` keys, models, upstreams and endpoints."""
-    b = check_bucket(bucket)
-    start, end = default_range(start, end, b)
-    check_limit(top, MAX_GROUPS)
-    f: dict[str, Any] = {"key_id": key_id, "model": model, "upstream": upstream}
-    async with engine.connect() as conn:
-        conds = rollup_filters(start=start, end=end, **f)
-        result = UsageReport(
-            start=start,
-            end=end,
-            bucket=b,
-            **f,
-            totals=await _totals(conn, conds),
-            series=await _series(conn, start, end, b, conds),
-            by_key=await _keys(conn, conds, "requests", top),
-            by_model=await _groups(conn, r.model, conds, "requests", top),
-            by_upstream=await _groups(conn, r.upstream, conds, "requests", top),
-            by_endpoint=await _groups(conn, r.endpoint, conds, "requests", top),
-        )
-    return result
+        return await _series(conn, start, end, b, src)

@@ -140,6 +140,29 @@ usage_rollups = Table(
     Index("ix_usage_rollups_key_hour", "key_id", "hour"),
 )
 
+# The same sums per UTC day, kept by the usage writer alongside the hourly ones: reports over
+# weeks read ~24x fewer rows (hourly rows only for a range's partial first and last day).
+usage_rollups_daily = Table(
+    "usage_rollups_daily",
+    metadata,
+    Column("day", DateTime(timezone=True), nullable=False),
+    Column("key_id", Integer, nullable=False),
+    Column("model", String(300), nullable=False),
+    Column("upstream", String(200), nullable=False),
+    Column("endpoint", String(300), nullable=False),
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("latency_ms_sum", Float, nullable=False, default=0.0),
+    UniqueConstraint(
+        "day", "key_id", "model", "upstream", "endpoint", name="uq_usage_rollups_daily"
+    ),
+    Index("ix_usage_rollups_daily_key_day", "key_id", "day"),
+)
+
 # Bumped by every admin change; every instance polls it to drop stale caches within a second.
 state_revisions = Table(
     "state_revisions",

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.types import UsageEvent
 from tollway.store.queries import from_unix, upsert
-from tollway.store.tables import api_keys, usage_records, usage_rollups
+from tollway.store.tables import api_keys, usage_records, usage_rollups, usage_rollups_daily
 
 RollupKey = tuple[datetime, int, str, str, str]  # hour, key_id, model, upstream, endpoint
 
@@ -66,7 +66,8 @@ async def write_usage(engine: AsyncEngine, events: list[UsageEvent]) -> None:
                 last_used[key_id] = ts
 
         await conn.execute(usage_records.insert(), rows)
-        await _upsert_rollups(conn, rollups)
+        await _upsert_rollups(conn, usage_rollups, "hour", rollups)
+        await _upsert_rollups(conn, usage_rollups_daily, "day", _by_day(rollups))
         await _touch_keys(conn, last_used)
 
 
@@ -103,16 +104,30 @@ def _record(ev: UsageEvent, ts: datetime, key_id: int | None) -> dict[str, Any]:
     }
 
 
-async def _upsert_rollups(conn: AsyncConnection, rollups: dict[RollupKey, _Rollup]) -> None:
-    stmt = upsert(conn, usage_rollups)
+def _by_day(rollups: dict[RollupKey, _Rollup]) -> dict[RollupKey, _Rollup]:
+    days: dict[RollupKey, _Rollup] = {}
+    for (hour, key_id, model, upstream, endpoint), r in rollups.items():
+        dk = (hour.replace(hour=0), key_id, model, upstream, endpoint)
+        d = days.get(dk)
+        if d is None:
+            d = days[dk] = _Rollup()
+        for name in _COUNTERS:
+            setattr(d, name, getattr(d, name) + getattr(r, name))
+    return days
+
+
+async def _upsert_rollups(
+    conn: AsyncConnection, table: Table, bucket: str, rollups: dict[RollupKey, _Rollup]
+) -> None:
+    stmt = upsert(conn, table)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["hour", "key_id", "model", "upstream", "endpoint"],
-        set_={name: usage_rollups.c[name] + stmt.excluded[name] for name in _COUNTERS},
+        index_elements=[bucket, "key_id", "model", "upstream", "endpoint"],
+        set_={name: table.c[name] + stmt.excluded[name] for name in _COUNTERS},
     )
     # Sorted so concurrent writers (several instances on PostgreSQL) lock rows in one order.
     params = [
         {
-            "hour": hour,
+            bucket: hour,
             "key_id": key_id,
             "model": model,
             "upstream": upstream,
