@@ -81,6 +81,10 @@ def test_init_creates_the_admin_secret_once(db: str, monkeypatch: pytest.MonkeyP
     get_settings.cache_clear()
     env, _ = run("init")
     assert "twa-" not in env and "TOLLWAY_ADMIN_SECRET" in env
+    monkeypatch.setenv("TOLLWAY_ADMIN_SECRET", "short")
+    get_settings.cache_clear()
+    _, stderr = run("init", code=1)
+    assert "shorter than 16" in stderr and "short" not in stderr.replace("shorter", "")
 
 
 # --- keys: limits and update-key --------------------------------------------------------------

@@ -14,9 +14,10 @@ from sqlalchemy.engine import make_url
 
 from tollway.cli import keys_cmds, upstream_cmds, usage_cmds
 from tollway.cli.backend import Local, run_local, sqlite_file
-from tollway.cli.output import out
+from tollway.cli.output import fail, out
 from tollway.core.settings import get_settings
 from tollway.services.admin_secret import (
+    MIN_LENGTH,
     configured_secret,
     ensure_admin_secret,
     reset_admin_secret,
@@ -69,8 +70,13 @@ def init(
             "[yellow]warning:[/yellow] it is shown only this once and stored only as a hash. "
             "Store it now; `tollway init --reset-admin-secret` makes a new one."
         )
-    elif configured_secret(settings) is not None:
+    elif (configured := configured_secret(settings)) is not None:
         out.print("Admin secret: TOLLWAY_ADMIN_SECRET (nothing stored).")
+        if len(configured) < MIN_LENGTH:
+            raise fail(
+                f"TOLLWAY_ADMIN_SECRET is shorter than {MIN_LENGTH} characters: the admin API "
+                "and UI stay off until it is longer"
+            )
     else:
         out.print("Admin secret: already set (stored hashed; --reset-admin-secret replaces it).")
 
