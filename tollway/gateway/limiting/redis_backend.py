@@ -35,13 +35,18 @@ FAIL_FAST_S = 1.0  # after a failure, refuse at once for this long instead of wa
 def connect(url: str, timeout: float = 0.5) -> aioredis.Redis:
     # One quick retry covers a pooled connection that died with a Redis restart; no backoff,
     # so an outage costs a request milliseconds, not seconds.
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    # A blocking pool: under a burst, a request waits briefly for a free connection instead of
+    # failing with MaxConnectionsError (seen at concurrency 64 with the default pool).
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=256,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
     )
+    client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
     return client
 
 
