@@ -10,7 +10,7 @@ from first_byte import FirstByte
 from targets import Target
 
 TOLLWAY_PREFIX = "tollway"
-PEERS = ("portkey", "litellm", "litellm-w2", "bare", "nginx")
+PEERS = ("portkey", "litellm", "litellm-w2", "bare", "bare-w2", "bare-aiohttp", "nginx")
 
 
 @dataclass

@@ -47,6 +47,8 @@ ALL_TARGETS = [
     "direct",
     "nginx",
     "bare",
+    "bare-w2",
+    "bare-aiohttp",
     "tollway",
     "tollway-redis",
     "tollway-w2",
@@ -117,8 +119,8 @@ def start_targets(ctx: Ctx, names: list[str], installed: dict[str, peers.Peer]) 
                 sys.exit(f"bench: the fake upstream did not start: {t.note}")
         elif name == "nginx":
             t = start_nginx_hop(ctx)
-        elif name == "bare":
-            t = start_bare(ctx)
+        elif name.startswith("bare"):
+            t = start_bare(ctx, name)
         elif name == "tollway":
             t = start_tollway(ctx, name, workers=1, redis_url=None)
         elif name in ("tollway-redis", "tollway-w2"):

@@ -116,10 +116,19 @@ def start_nginx_hop(ctx: Ctx) -> Target:
     return spawn(ctx, t, nginx_cmd(ctx.nginx, hop_conf(ctx.tmp / "hop", port, ctx.upstream_port)))
 
 
-def start_bare(ctx: Ctx) -> Target:
+BARE_KINDS = {  # target name -> (upstream client, workers)
+    "bare": ("tollway", 1),
+    "bare-w2": ("tollway", 2),
+    "bare-aiohttp": ("aiohttp", 1),
+}
+
+
+def start_bare(ctx: Ctx, name: str = "bare") -> Target:
+    client, workers = BARE_KINDS[name]
     port = free_port()
-    t = Target("bare", f"http://{HOST}:{port}", BARE_KEY)
-    t.note = "uvicorn+uvloop+aiohttp pass-through, one key check"
+    t = Target(name, f"http://{HOST}:{port}", BARE_KEY)
+    stack = "Tollway's upstream client" if client == "tollway" else "aiohttp"
+    t.note = f"uvicorn+uvloop+{stack} pass-through, one key check, {workers} worker(s)"
     cmd = [
         sys.executable,
         str(BENCH_DIR / "bare_proxy.py"),
@@ -127,6 +136,8 @@ def start_bare(ctx: Ctx) -> Target:
         f"--upstream=http://{HOST}:{ctx.upstream_port}",
         f"--key={BARE_KEY}",
         f"--upstream-key={UPSTREAM_KEY}",
+        f"--client={client}",
+        f"--workers={workers}",
     ]
     return spawn(ctx, t, cmd)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from tollway.core.errors import GatewayError, model_not_allowed, model_not_found, no_upstream
@@ -21,10 +21,14 @@ from .body import RequestInfo, inspect
 from .limits import Admission, Limiter
 from .relay import DROP_RESPONSE, Attempt, Relay
 from .sse import SSETracker, usage_from_json
+from .upstream_http import UpstreamError, UpstreamResponse
 from .usage import UsageSink
 
 PriceFn = Callable[[UsageEvent], float | None]
 SSE_TYPE = b"text/event-stream"
+JSON_TYPE = b"application/json"
+# An encoding the client could not undo (br, zstd...) passes through with its header.
+DROP_ENCODED = DROP_RESPONSE - {b"content-encoding"}
 
 
 def _usage_into(event: UsageEvent, usage: dict[str, int] | None) -> None:
@@ -35,6 +39,14 @@ def _usage_into(event: UsageEvent, usage: dict[str, int] | None) -> None:
     event.total_tokens = usage.get("total_tokens")
     event.cached_tokens = usage.get("cached_tokens")
     event.reasoning_tokens = usage.get("reasoning_tokens")
+
+
+def _upstream_path(scope: Scope) -> bytes:
+    """What follows the upstream's base URL: the raw path after `/v1`, and the query."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    path = raw[3:] if raw.startswith(b"/v1/") else quote(scope["path"][3:]).encode()
+    query: bytes = scope.get("query_string", b"")
+    return path + b"?" + query if query else path
 
 
 class Gateway:
@@ -137,9 +149,8 @@ class Gateway:
         admission = await self.limiter.admit(key, model)
         try:
             attempt = await self.relay.send(
-                event.method,
-                event.endpoint[3:],  # "/v1/chat/completions" -> "/chat/completions"
-                scope.get("query_string", b""),
+                event.method.encode(),
+                _upstream_path(scope),
                 headers,
                 body,
                 info,
@@ -176,15 +187,16 @@ class Gateway:
         response = attempt.response
         up = attempt.upstream
         event.status = response.status
-        out: Headers = [(k, v) for k, v in response.raw_headers if k.lower() not in DROP_RESPONSE]
+        drop = DROP_ENCODED if response.content_encoding and not response.decoded else DROP_RESPONSE
+        out: Headers = [(k, v) for k, v in response.headers if k not in drop]
         out.extend(base)
         out.extend(admission.headers)
-        content_type = response.headers.get("Content-Type", "").encode("latin-1")
+        content_type = (response.header(b"content-type") or b"").lower()
         try:
             if content_type.startswith(SSE_TYPE):
                 self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
                 await self._stream(receive, send, attempt, info, event, out)
-            elif content_type.startswith(b"application/json") or response.status >= 400:
+            elif content_type.startswith(JSON_TYPE) or response.status >= 400:
                 payload = await response.read()
                 if response.status < 400:
                     self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
@@ -197,7 +209,7 @@ class Gateway:
             else:
                 self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
                 await self._passthrough(send, response, out)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             # Failed while reading a non-streamed answer: nothing sent yet, so say so cleanly.
             self.pool.on_failure(up)
             raise GatewayError(
@@ -207,15 +219,13 @@ class Gateway:
             up.in_flight -= 1
             response.release()
 
-    async def _passthrough(
-        self, send: Send, response: aiohttp.ClientResponse, out: Headers
-    ) -> None:
+    async def _passthrough(self, send: Send, response: UpstreamResponse, out: Headers) -> None:
         """Binary answers (speech audio, file content) stream through untouched."""
-        length = response.headers.get("Content-Length")
-        if length is not None and "Content-Encoding" not in response.headers:
-            out.append((b"content-length", length.encode()))
+        length = response.header(b"content-length")
+        if length is not None and not response.decoded:
+            out.append((b"content-length", length))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
-        async for chunk in response.content.iter_any():
+        async for chunk in response.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -246,7 +256,7 @@ class Gateway:
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": out})
             try:
-                async for chunk in response.content.iter_any():
+                async for chunk in response.chunks():
                     data = tracker.feed(chunk)
                     if data:
                         if first:
@@ -254,7 +264,7 @@ class Gateway:
                             first = False
                         await send({"type": "http.response.body", "body": data, "more_body": True})
                 rest = tracker.tail()
-            except (aiohttp.ClientError, TimeoutError):
+            except (UpstreamError, TimeoutError):
                 rest = b""
                 if not disconnected.is_set():
                     event.error_type = "upstream_stream_error"

@@ -5,9 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiohttp
-from multidict import CIMultiDict
-
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
@@ -15,9 +12,10 @@ from tollway.upstreams.verdict import CREDIT_STATUSES, out_of_credit
 
 from .asgi import Headers
 from .body import RequestInfo, body_for
+from .upstream_http import UpstreamClient, UpstreamError, UpstreamResponse
 
-# Never forwarded to an upstream: hop-by-hop headers, the client's credentials, and what
-# aiohttp sets itself.
+# Never forwarded to an upstream: hop-by-hop headers, the client's credentials, and what the
+# client sets itself.
 DROP_REQUEST = frozenset(
     {
         b"host",
@@ -32,6 +30,7 @@ DROP_REQUEST = frozenset(
         b"upgrade",
         b"content-length",
         b"accept-encoding",
+        b"expect",
         b"authorization",
         b"x-api-key",
         b"api-key",
@@ -40,8 +39,8 @@ DROP_REQUEST = frozenset(
     }
 )
 
-# Never passed back to the client: hop-by-hop headers and what we recompute (aiohttp has
-# already decompressed the body, and we set the length ourselves).
+# Never passed back to the client: hop-by-hop headers and what we recompute (we set the
+# length ourselves; a gzip/deflate body is decoded by the client, see `response_headers`).
 DROP_RESPONSE = frozenset(
     {
         b"connection",
@@ -71,13 +70,13 @@ class Attempt:
     """The upstream response the client will get, and how we got there."""
 
     upstream: Upstream
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     attempts: int
     started: float  # perf_counter when the successful attempt began
     model: str | None = None  # the public model served: a fallback's when one was used
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: bytes | None) -> float | None:
     if not value:
         return None
     try:
@@ -96,40 +95,31 @@ class Relay:
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
-        )
-        self.session: aiohttp.ClientSession | None = None
+        self.client = UpstreamClient(connect_timeout, read_timeout)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.timeout,
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-        )
+        return None  # connections open on first use
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.client.close()
 
-    def forward_headers(self, headers: Headers, up: Upstream, request_id: str) -> CIMultiDict[str]:
-        out: CIMultiDict[str] = CIMultiDict()
-        for name, value in headers:
-            if name not in DROP_REQUEST:
-                out.add(name.decode("latin-1"), value.decode("latin-1"))
+    @staticmethod
+    def forward_headers(headers: Headers, up: Upstream, request_id: str) -> bytes:
+        """The request's header lines for one upstream: the client's own minus DROP_REQUEST,
+        our credentials for this upstream, the request id, and no compression asked for."""
+        lines = [
+            name + b": " + value + b"\r\n" for name, value in headers if name not in DROP_REQUEST
+        ]
         if up.auth_header:
-            out["Authorization"] = up.auth_header.decode("latin-1")
-        out["X-Request-Id"] = request_id
-        return out
+            lines.append(b"authorization: " + up.auth_header + b"\r\n")
+        lines.append(b"x-request-id: " + request_id.encode() + b"\r\n")
+        lines.append(b"accept-encoding: identity\r\n")
+        return b"".join(lines)
 
     async def send(
         self,
-        method: str,
-        subpath: str,
-        query: bytes,
+        method: bytes,
+        path: bytes,
         headers: Headers,
         body: bytes,
         info: RequestInfo,
@@ -140,8 +130,8 @@ class Relay:
         """The first upstream answer worth giving the client. Connection errors, timeouts,
         5xx, 429 and rejected keys move on: up to max_attempts upstreams of the model, then
         the same for each configured fallback model the client key may use. The last failed
-        answer passes through when nothing better came."""
-        assert self.session is not None, "relay not started"
+        answer passes through when nothing better came. `path` follows the base URL's own
+        path (e.g. b"/chat/completions?x=1" after b"/v1")."""
         pool = self.pool
         last_error: GatewayError | None = None
         held: Attempt | None = None  # the latest failed answer, kept to pass through
@@ -156,13 +146,13 @@ class Relay:
                 number += 1
                 try:
                     response, started = await self._request(
-                        method, subpath, query, headers, body, info, up, model, request_id
+                        method, path, headers, body, info, up, model, request_id
                     )
                 except TimeoutError:
                     pool.on_failure(up, reason="timeout")
                     last_error = upstream_timeout()
                     continue
-                except aiohttp.ClientError:
+                except UpstreamError:
                     pool.on_failure(up, reason="connection failed")
                     last_error = upstream_unreachable()
                     continue
@@ -209,33 +199,23 @@ class Relay:
 
     async def _request(
         self,
-        method: str,
-        subpath: str,
-        query: bytes,
+        method: bytes,
+        path: bytes,
         headers: Headers,
         body: bytes,
         info: RequestInfo,
         up: Upstream,
         model: str | None,
         request_id: str,
-    ) -> tuple[aiohttp.ClientResponse, float]:
-        assert self.session is not None
-        url = up.base_url + subpath
-        if query:
-            url += "?" + query.decode("latin-1")
+    ) -> tuple[UpstreamResponse, float]:
         upstream_model = up.upstream_model(model) if model is not None else None
         payload = body_for(info, body, upstream_model)
         self.pool.on_attempt(up)
         started = time.perf_counter()
         up.in_flight += 1
         try:
-            response = await self.session.request(
-                method,
-                url,
-                headers=self.forward_headers(headers, up, request_id),
-                data=payload if payload else None,
-                allow_redirects=False,
-                timeout=self.timeout,
+            response = await self.client.request(
+                up.base_url, method, path, self.forward_headers(headers, up, request_id), payload
             )
         except BaseException:
             up.in_flight -= 1
@@ -256,7 +236,7 @@ class Relay:
         if status in CREDIT_STATUSES:
             try:
                 text = await response.read()  # small error bodies; kept for pass-through
-            except (aiohttp.ClientError, TimeoutError):
+            except (UpstreamError, TimeoutError):
                 text = b""
             if out_of_credit(status, text):
                 self.pool.on_exhausted(up, status)
@@ -266,10 +246,10 @@ class Relay:
         if status in KEY_REJECTED_STATUS:
             self.pool.on_key_rejected(up, status)
             return "key"
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.header(b"retry-after"))
         self.pool.on_failure(up, retry_after if status == 429 else None, f"HTTP {status}")
         return "ok"
 
-    async def release(self, up: Upstream, response: aiohttp.ClientResponse) -> None:
+    async def release(self, up: Upstream, response: UpstreamResponse) -> None:
         up.in_flight -= 1
         response.release()

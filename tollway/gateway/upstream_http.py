@@ -1,0 +1,505 @@
+"""A lean HTTP/1.1 client for the relay: pooled keep-alive connections on asyncio protocols,
+responses parsed by httptools (llhttp, the parser uvicorn uses).
+
+Why not aiohttp's client: building its request and response objects was the largest single
+cost on the proxy path (about a third of the event loop's time, py-spy; bench/README.md). This
+client writes one pre-joined request head per request and hands the response's raw header
+list and body bytes straight to the endpoint. It does only what the relay needs: one request
+per connection at a time, `Content-Length` request bodies, no redirects, no cookies, no proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httptools
+
+PAUSE_AT = 1 << 20  # buffered response bytes before we stop reading the upstream socket
+MAX_IDLE_PER_ORIGIN = 256
+METHODS_WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+class UpstreamError(Exception):
+    """The connection failed or broke before the response was complete."""
+
+
+class _Stale(UpstreamError):
+    """A reused keep-alive connection was closed by the upstream before any answer came."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where one base URL points, parsed once."""
+
+    host: str
+    port: int
+    tls: bool
+    host_header: bytes
+    prefix: bytes  # the base URL's path, e.g. b"/v1"
+
+    @classmethod
+    def parse(cls, base_url: str) -> Origin:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        default = port == (443 if tls else 80)
+        name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host_header = name if default else f"{name}:{port}"
+        return cls(
+            parts.hostname, port, tls, host_header.encode("idna"), parts.path.encode("latin-1")
+        )
+
+
+class UpstreamResponse:
+    """One upstream answer: status and headers at once, the body as it arrives."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_decoder",
+        "_done",
+        "_error",
+        "_head",
+        "_size",
+        "_streaming",
+        "_waiter",
+        "content_encoding",
+        "decoded",
+        "headers",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn: _Connection | None = conn
+        self._head: asyncio.Future[None] = conn.loop.create_future()
+        self._waiter: asyncio.Future[None] | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._streaming = False  # chunks() is consuming: apply back-pressure
+        self._done = False
+        self._error: BaseException | None = None
+        self._decoder: zlib._Decompress | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []  # names lower-cased
+        self.content_encoding: bytes | None = None  # as the upstream sent it
+        self.decoded = False  # gzip/deflate undone here; the body is identity
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header (`name` lower-case)."""
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    async def read(self) -> bytes:
+        """The whole body (kept: a second read returns it again)."""
+        while not self._done:
+            await self._wait()
+        self._raise_if_failed()
+        chunks = self._chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        body = b"".join(chunks)
+        chunks[:] = [body] if body else []
+        return body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in the upstream's pieces (several joined when they queue)."""
+        self._streaming = True
+        while True:
+            if self._chunks:
+                data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._size = 0
+                conn = self._conn
+                if conn is not None and conn.paused:
+                    conn.resume()
+                yield data
+            elif self._done:
+                self._raise_if_failed()
+                return
+            else:
+                await self._wait()
+
+    def release(self) -> None:
+        """Done with this answer: the connection goes back to the pool when it can be reused."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finish(reusable=self._done and self._error is None)
+
+    def close(self) -> None:
+        """Abandon the answer and its connection (cancels the upstream's work)."""
+        self._fail(UpstreamError("response closed"))
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finish(reusable=False)
+
+    # -- fed by the connection --------------------------------------------------------------
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        self._raise_if_failed()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _headers_done(self, status: int) -> None:
+        self.status = status
+        encoding = self.header(b"content-encoding")
+        if encoding is not None:
+            self.content_encoding = encoding
+            coding = encoding.strip().lower()
+            if coding in (b"gzip", b"x-gzip", b"deflate"):
+                self._decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header
+                self.decoded = True
+        if not self._head.done():
+            self._head.set_result(None)
+
+    def _body(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                self._fail(UpstreamError(f"bad compressed body: {exc}"))
+                return
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+        self._wake()
+
+    def _complete(self) -> None:
+        if self._decoder is not None:
+            rest = self._decoder.flush()
+            if rest:
+                self._chunks.append(rest)
+        self._done = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._done:
+            return
+        self._error = exc
+        self._done = True
+        if not self._head.done():
+            self._head.set_exception(exc)
+            self._head.exception()  # retrieved: the request() caller re-raises it
+        self._wake()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to an origin; at most one request at a time."""
+
+    def __init__(self, client: UpstreamClient, key: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.key = key
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: UpstreamResponse | None = None
+        self.closed = False
+        self.paused = False
+        self.received = False  # any byte of the current answer
+        self.keep_alive = True
+        self.head_only = False
+        self.reused = False  # the current request went out on a kept-alive connection
+        self.idle_since = 0.0
+        self.last_read = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is None:  # unasked-for bytes on an idle connection: not reusable
+            self.close()
+            return
+        self.received = True
+        self.last_read = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._abort(UpstreamError(f"invalid HTTP response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        response = self.response
+        if response is None or response._done:
+            return
+        if response.status and not self._framed():
+            response._complete()  # a body delimited by the connection's end
+        elif not self.received and self.reused:
+            response._fail(_Stale("keep-alive connection closed by the upstream"))
+        else:
+            response._fail(UpstreamError("upstream connection closed mid-response"))
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            self.response.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        if response is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue...); the real one follows
+            response.headers.clear()
+            return
+        self.keep_alive = self.parser.should_keep_alive()
+        response._headers_done(status)
+        if self.head_only:  # no body follows; the parser cannot be told, so do not reuse
+            self.keep_alive = False
+            self._message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        response = self.response
+        if response is not None and not response._done:
+            response._body(body)
+            if (
+                response._streaming
+                and response._size > PAUSE_AT
+                and not self.paused
+                and self.transport is not None
+            ):
+                self.paused = True
+                self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self.response is not None and self.response.status:  # not an interim answer's end
+            self._message_complete()
+
+    # -- the client's side ------------------------------------------------------------------
+
+    def send(self, head: bytes, body: bytes, head_only: bool) -> UpstreamResponse:
+        assert self.transport is not None
+        response = self.response = UpstreamResponse(self)
+        self.received = False
+        self.head_only = head_only
+        self.last_read = self.loop.time()
+        if body and len(body) > 65536:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.write(head + body)
+        self.timer = self.loop.call_later(self.client.read_timeout, self._check_read_timeout)
+        return response
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def finish(self, reusable: bool) -> None:
+        """The response is released: back to the idle pool, or closed."""
+        self._cancel_timer()
+        self.response = None
+        if self.paused:
+            self.resume()
+        if reusable and self.keep_alive and not self.closed:
+            self.client._put_idle(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _message_complete(self) -> None:
+        self._cancel_timer()
+        if self.response is not None and not self.response._done:
+            self.response._complete()
+
+    def _framed(self) -> bool:
+        """Whether the answer says where it ends (else the connection's end does)."""
+        response = self.response
+        if response is None:
+            return True
+        if self.head_only or response.status in (204, 304) or response.status < 200:
+            return True
+        return (
+            response.header(b"content-length") is not None
+            or response.header(b"transfer-encoding") is not None
+        )
+
+    def _check_read_timeout(self) -> None:
+        """One timer per request, re-armed lazily: reading is refreshed by every data_received
+        instead of arming a timer per read."""
+        self.timer = None
+        response = self.response
+        if response is None or response._done:
+            return
+        idle = self.loop.time() - self.last_read
+        timeout = self.client.read_timeout
+        if idle >= timeout:
+            self._abort(TimeoutError("upstream read timed out"))
+        else:
+            self.timer = self.loop.call_later(timeout - idle, self._check_read_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _abort(self, exc: BaseException) -> None:
+        if self.response is not None:
+            self.response._fail(exc)
+        self.close()
+
+
+class UpstreamClient:
+    """Keep-alive connections per origin; `request` sends one request and returns once the
+    answer's status line and headers are in."""
+
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.keepalive = keepalive
+        self._ssl = ssl_context
+        self._origins: dict[str, Origin] = {}
+        self._idle: dict[str, list[_Connection]] = {}
+        self._all: set[_Connection] = set()
+
+    def origin(self, base_url: str) -> Origin:
+        origin = self._origins.get(base_url)
+        if origin is None:
+            origin = self._origins[base_url] = Origin.parse(base_url)
+        return origin
+
+    async def request(
+        self, base_url: str, method: bytes, path: bytes, headers: bytes, body: bytes
+    ) -> UpstreamResponse:
+        """`path` is appended to the base URL's path (it carries the query string); `headers`
+        is a block of `name: value\\r\\n` lines (no Host, no Content-Length)."""
+        try:
+            origin = self.origin(base_url)
+        except ValueError as exc:
+            raise UpstreamError(str(exc)) from exc
+        head = b"".join(
+            (
+                method,
+                b" ",
+                origin.prefix,
+                path,
+                b" HTTP/1.1\r\nhost: ",
+                origin.host_header,
+                b"\r\n",
+                headers,
+                b"content-length: %d\r\n\r\n" % len(body)
+                if body or method in METHODS_WITH_BODY
+                else b"\r\n",
+            )
+        )
+        head_only = method == b"HEAD"
+        while True:
+            conn = self._take_idle(base_url)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(base_url, origin)
+            conn.reused = reused
+            response = conn.send(head, body, head_only)
+            try:
+                await response._head
+            except _Stale:
+                conn.close()
+                continue  # the upstream closed it while idle; a fresh connection is safe
+            except asyncio.CancelledError:
+                response.close()
+                raise
+            return response
+
+    async def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    def _take_idle(self, key: str) -> _Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.keepalive:
+                return conn
+            conn.close()
+            self._all.discard(conn)
+        return None
+
+    def _put_idle(self, conn: _Connection) -> None:
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= MAX_IDLE_PER_ORIGIN:
+            conn.close()
+            self._all.discard(conn)
+            return
+        conn.idle_since = conn.loop.time()
+        idle.append(conn)
+
+    async def _connect(self, key: str, origin: Origin) -> _Connection:
+        loop = asyncio.get_running_loop()
+        context: ssl.SSLContext | None = None
+        if origin.tls:
+            context = self._ssl or _default_ssl()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(self, key, loop),
+                    origin.host,
+                    origin.port,
+                    ssl=context,
+                    server_hostname=origin.host if context is not None else None,
+                ),
+                self.connect_timeout,
+            )
+        except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
+            raise UpstreamError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+        self._all.add(conn)
+        # Forget closed connections now and then so the set does not grow with churn.
+        if len(self._all) > 4 * MAX_IDLE_PER_ORIGIN:
+            self._all = {c for c in self._all if not c.closed}
+        return conn
+
+
+_DEFAULT_SSL: ssl.SSLContext | None = None
+
+
+def _default_ssl() -> ssl.SSLContext:
+    global _DEFAULT_SSL
+    if _DEFAULT_SSL is None:
+        _DEFAULT_SSL = ssl.create_default_context()
+    return _DEFAULT_SSL
