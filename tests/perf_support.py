@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -238,3 +239,23 @@ class TokenBook:
         frames.append(b"data: [DONE]\n\n")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         return await _write_all(request, resp, frames, pause=False)
+
+
+def held(first: bytes, rest: bytes, release: threading.Event, done: threading.Event) -> Responder:
+    """An SSE stream that sends `first`, waits for the test to say it arrived (3 s at most,
+    under the Stack's read timeout), then sends `rest`; `done` says the upstream finished."""
+
+    async def respond(request: web.Request, raw: bytes) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(first)
+        for _ in range(300):
+            if release.is_set():
+                break
+            await asyncio.sleep(0.01)
+        await resp.write(rest)
+        await resp.write_eof()
+        done.set()
+        return resp
+
+    return respond

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from .perf_support import (
     cut,
     events_of,
     fixed,
+    held,
     large_json,
     piece,
     sse,
@@ -183,10 +185,14 @@ def stream_request(client_usage: bool) -> dict[str, Any]:
     return request
 
 
+@pytest.mark.parametrize("crlf_tail", [False, True], ids=["lf-tail", "crlf-tail"])
 @pytest.mark.parametrize("client_usage", [False, True], ids=["usage-hidden", "usage-asked"])
-def test_long_stream_arrives_whole_in_order(fresh: Stack, client_usage: bool) -> None:
-    events, framed, usage_at = sse_stream(500, STREAM_USAGE, crlf_tail=False)
-    fresh.a.behaviour.respond = sse(framed, seed=int(client_usage))
+def test_long_stream_arrives_whole_in_order(
+    fresh: Stack, client_usage: bool, crlf_tail: bool
+) -> None:
+    """crlf-tail: the usage chunk and [DONE] end in CRLF CRLF, as sse-starlette writes them."""
+    events, framed, usage_at = sse_stream(500, STREAM_USAGE, crlf_tail)
+    fresh.a.behaviour.respond = sse(framed, seed=int(client_usage) * 2 + int(crlf_tail))
     with httpx.Client(timeout=30) as http:
         r = http.post(
             fresh.url + "/v1/chat/completions",
@@ -220,6 +226,33 @@ def test_sdk_reassembles_the_exact_text_of_a_long_stream(fresh: Stack, client_us
     else:
         assert with_usage == []
         assert len(chunks) == 500
+
+
+def test_crlf_stream_is_relayed_as_it_comes(fresh: Stack) -> None:
+    """An upstream whose events all end in CRLF CRLF (valid SSE): the first event must reach
+    the client while the upstream still holds the rest, and usage must be counted."""
+    _, framed, _ = sse_stream(5, STREAM_USAGE, crlf_tail=True)
+    framed = [e.replace(b"\r\n\r\n", b"\n\n").replace(b"\n\n", b"\r\n\r\n") for e in framed]
+    release, done = threading.Event(), threading.Event()
+    fresh.a.behaviour.respond = held(framed[0], b"".join(framed[1:]), release, done)
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            fresh.url + "/v1/chat/completions",
+            json=stream_request(False),
+            headers=auth(fresh.key),
+        ) as r,
+    ):
+        lines = r.iter_lines()
+        first = next(line for line in lines if line)
+        arrived_early = not done.is_set()
+        release.set()
+        rest = [line for line in lines if line]
+    assert first.startswith("data: {") and orjson.loads(first[6:])["seq"] == 0
+    assert arrived_early, "the gateway held the first event until the upstream had finished"
+    assert rest[-1] == "data: [DONE]" and not any('"usage":{' in line for line in rest)
+    assert tokens(fresh.row(r.headers["x-request-id"])) == (4321, 500, 4821)
 
 
 # --- usage under 64-way concurrency -------------------------------------------------------------
