@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 SPEECH_BYTES = bytes(range(256)) * 64  # a "binary audio" body with every byte value
+
+# A test's own answer: gets the request and its raw body (after the key check), returns the
+# response, so a test controls every byte, header and write of what the gateway receives.
+Responder = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Behaviour:
     prompt_tokens: int = 11
     reply: str = "Hello from upstream"
     balance: float | None = 100.0  # what /v1/credits (Vercel) and /v1/key (OpenRouter) report
+    respond: Responder | None = None  # when set, answers every authorised request
 
 
 class FakeUpstream:
@@ -127,6 +133,8 @@ class FakeUpstream:
             return _error(
                 401, f"Incorrect API key provided: {request.headers.get('Authorization')}"
             )
+        if b.respond is not None:
+            return await b.respond(request, body)
         if request.method == "GET" and request.path in ("/v1/credits", "/v1/key"):
             return self._balance(request.path)
         if request.method == "GET" and request.path == "/v1/models" and b.mode == "ok":
