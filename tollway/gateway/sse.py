@@ -3,6 +3,7 @@ client did not ask for, count content chunks in case the stream ends early."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -45,6 +46,23 @@ def usage_from_json(body: bytes) -> dict[str, int] | None:
     return normalize_usage(data.get("usage")) if isinstance(data, dict) else None
 
 
+# The end of an event is a blank line; SSE lines end in LF, CRLF or CR. A boundary is kept
+# byte for byte, so what the client gets is exactly what the upstream sent.
+_BOUNDARY = re.compile(rb"(\r\n\r\n|\n\r\n|\r\n\n|\n\n|\r\r)")
+_LINE = re.compile(rb"\r\n|\n|\r")
+
+
+def _last_boundary(data: bytes) -> int:
+    """Where the last complete event ends in `data` (0: none yet)."""
+    if b"\r" not in data:  # the common case: LF only
+        cut = data.rfind(b"\n\n")
+        return cut + 2 if cut >= 0 else 0
+    end = 0
+    for match in _BOUNDARY.finditer(data):
+        end = match.end()
+    return end
+
+
 class SSETracker:
     def __init__(self, hide_usage_chunk: bool) -> None:
         self.hide_usage_chunk = hide_usage_chunk
@@ -56,11 +74,10 @@ class SSETracker:
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward now: whole events only, so that one can be dropped cleanly."""
         data = self._pending + chunk if self._pending else chunk
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
+        cut = _last_boundary(data)
+        if not cut:
             self._pending = data
             return b""
-        cut += 2
         self._pending = data[cut:]
         ready = data[:cut]
         if b'"usage"' not in ready and b"[DONE]" not in ready:
@@ -69,18 +86,22 @@ class SSETracker:
         return self._filter(ready)
 
     def tail(self) -> bytes:
-        """Whatever is left when the stream ends (a last event without a blank line)."""
+        """Whatever is left when the stream ends: a last event without its blank line, which
+        gets one, or a client would never dispatch it."""
         rest, self._pending = self._pending, b""
-        return self._filter(rest) if rest else b""
+        out = self._filter(rest) if rest else b""
+        return out + b"\n\n" if out.strip() else out
 
     def _filter(self, ready: bytes) -> bytes:
+        """`ready` minus the events we hide; everything else byte for byte."""
+        parts = _BOUNDARY.split(ready)  # event, boundary, event, boundary, ..., rest
         kept: list[bytes] = []
-        for event in ready.split(b"\n\n"):
-            if not event:
-                continue
-            if self._keep(event):
-                kept.append(event)
-        return b"".join(e + b"\n\n" for e in kept)
+        for i in range(0, len(parts), 2):
+            event = parts[i]
+            end = parts[i + 1] if i + 1 < len(parts) else b""
+            if not event.strip() or self._keep(event):
+                kept.append(event + end)
+        return b"".join(kept)
 
     def _keep(self, event: bytes) -> bool:
         if b"[DONE]" in event:
@@ -89,8 +110,8 @@ class SSETracker:
         if b'"usage"' not in event or any(n in event for n in _NULL_USAGE):
             self.content_chunks += 1
             return True
-        payload = b"".join(
-            line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")
+        payload = b"\n".join(
+            line[5:].strip() for line in _LINE.split(event) if line.startswith(b"data:")
         )
         try:
             obj = orjson.loads(payload)
