@@ -1,7 +1,7 @@
 """Limits shared by every instance through Redis: admit and settle are one Lua script call
-each (one atomic round trip). When Redis cannot be reached, keys with limits are refused with
-a 503 (fail closed: a key never gets more than its limits allow); keys without limits never
-touch Redis and keep working."""
+each (one atomic round trip, pipelined with other requests' calls: `redis_pipe.py`). When
+Redis cannot be reached, keys with limits are refused with a 503 (fail closed: a key never
+gets more than its limits allow); keys without limits never touch Redis and keep working."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tollway.core.types import KeyRecord
 
 from ..limits import NO_ADMISSION, Admission
 from .policy import Refusal, limits_unavailable, rate_headers, refusal_error
+from .redis_pipe import ScriptPipe
 from .scripts import ADMIT, SEED, SETTLE
 from .seed import Seeder, SeedFn, no_history
 from .windows import Clock, Periods
@@ -64,6 +65,7 @@ class RedisLimiter:
         lease_s: float = 60.0,
     ) -> None:
         self.redis = client
+        self._pipe = ScriptPipe.like(client)  # the hot path's two scripts; redis-py the rest
         self.prefix = prefix
         self.clock = clock
         self.lease_ms = int(lease_s * 1000)
@@ -92,7 +94,7 @@ class RedisLimiter:
         if time.monotonic() < self._down_until:
             raise limits_unavailable()
         try:
-            return await script(keys=keys, args=args)
+            return await self._pipe.run(script.sha, script.script, keys, args)
         except RedisError as exc:
             if self._down_until == 0.0 or time.monotonic() > self._down_until + 10:
                 log.warning("Redis unreachable, refusing requests of keys with limits: %r", exc)
@@ -225,4 +227,5 @@ class RedisLimiter:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        await self._pipe.close()
         await self.redis.aclose()
