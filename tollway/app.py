@@ -20,6 +20,7 @@ from tollway.admin import build_admin_api
 from tollway.core.errors import error_body
 from tollway.core.ids import new_request_id, reseed
 from tollway.core.settings import Settings, get_settings
+from tollway.core.types import UsageEvent
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.endpoint import Gateway
@@ -27,7 +28,8 @@ from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
 from tollway.gateway.relay import Relay
-from tollway.gateway.usage import UsageSink
+from tollway.gateway.usage import UsageSink, UsageWriter
+from tollway.gateway.usage_process import UsageProcess
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
@@ -127,15 +129,14 @@ class TollwayApp:
         async def load_key(key_hash: str) -> Any:
             return await queries.load_key_by_hash(engine, key_hash)
 
-        async def write(events: list[Any]) -> None:
-            await write_usage(engine, events)
+        writer = _usage_writer(s, engine)
 
         keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
         relay = Relay(pool, s.upstream_connect_timeout, s.upstream_read_timeout, s.max_attempts)
         await relay.start()
         prices = PriceBook(await _load_prices(engine, s))
         limiter = _build_limiter(s, engine)
-        sink = UsageSink(write, s.usage_batch_size, s.usage_flush_interval)
+        sink = UsageSink(writer, s.usage_batch_size, s.usage_flush_interval)
         sink.start()
         gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices)
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
@@ -162,6 +163,8 @@ class TollwayApp:
         if rt.upstreams is not None:
             await rt.upstreams.stop()
         await rt.sink.stop()
+        if isinstance(rt.sink.writer, UsageProcess):
+            await rt.sink.writer.close()
         await rt.relay.close()
         await rt.limiter.close()
         await rt.engine.dispose()
@@ -199,6 +202,19 @@ async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
     for p in await price_service.list_prices(engine):
         table[p.model] = Price(p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok)
     return table
+
+
+def _usage_writer(s: Settings, engine: AsyncEngine) -> UsageWriter:
+    """Usage rows are written by a child process (`usage_writer: process`, the default), or
+    on this event loop (`inline`; also for an in-memory SQLite database, which a second
+    process could not see)."""
+    if s.usage_writer == "process" and ":memory:" not in s.database_url:
+        return UsageProcess(s.database_url)
+
+    async def write(events: list[UsageEvent]) -> None:
+        await write_usage(engine, events)
+
+    return write
 
 
 def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
 
     # Background work
+    # Who writes usage rows: a child process (keeps the database off the event loop and its
+    # GIL), or "inline" on the gateway's own event loop.
+    usage_writer: Literal["process", "inline"] = "process"
     usage_batch_size: int = 500
     usage_flush_interval: float = 0.25
     key_cache_ttl: float = 60.0

@@ -19,7 +19,7 @@ MAX_BUFFERED = 1_000_000  # beyond this the database has been down too long: dro
 
 class UsageSink:
     def __init__(self, writer: UsageWriter, batch_size: int = 500, interval: float = 0.25) -> None:
-        self._writer = writer
+        self.writer = writer
         self._batch_size = batch_size
         self._interval = interval
         self._buffer: list[UsageEvent] = []
@@ -78,7 +78,7 @@ class UsageSink:
     async def _write_batch(self) -> bool:
         batch = self._buffer[: self._batch_size]
         try:
-            await self._writer(batch)
+            await self.writer(batch)
         except Exception:
             log.exception("writing %d usage events failed; will retry", len(batch))
             overflow = len(self._buffer) - MAX_BUFFERED

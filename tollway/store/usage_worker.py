@@ -1,0 +1,83 @@
+"""The usage writer's own process: `python -m tollway.store.usage_worker`.
+
+Reads batches of usage events from stdin and writes each with `write_usage` (raw rows,
+rollups, keys' last use, one transaction), answering every batch on stdout. Frames both ways
+are a 4-byte big-endian length and an orjson document: a list of events in, `{"ok": n}` or
+`{"error": "..."}` out. Exits when stdin closes (the gateway stopped or died), after the batch
+in hand. The database URL comes from TOLLWAY_DATABASE_URL (never the command line, where
+`ps` would show its password). Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from typing import IO
+
+import orjson
+
+from tollway.core.types import UsageEvent
+
+from .db import create_engine
+from .usage_writer import write_usage
+
+log = logging.getLogger("tollway.usage")
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    """One frame's body, or None at a clean end of input."""
+    head = stream.read(4)
+    if not head:
+        return None
+    if len(head) < 4:
+        raise EOFError("truncated frame header")
+    size = int.from_bytes(head, "big")
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError("truncated frame")
+    return body
+
+
+def frame(document: object) -> bytes:
+    body = orjson.dumps(document)
+    return len(body).to_bytes(4, "big") + body
+
+
+def serve(url: str, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    loop = asyncio.new_event_loop()
+    engine = create_engine(url)
+    try:
+        while (body := read_frame(stdin)) is not None:
+            events = [UsageEvent(**fields) for fields in orjson.loads(body)]
+            try:
+                loop.run_until_complete(write_usage(engine, events))
+                reply: dict[str, object] = {"ok": len(events)}
+            except Exception as exc:  # the gateway keeps the batch and retries later
+                log.warning("writing %d usage events failed: %r", len(events), exc)
+                reply = {"error": type(exc).__name__}
+            stdout.write(frame(reply))
+            stdout.flush()
+    finally:
+        loop.run_until_complete(engine.dispose())
+        loop.close()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("TOLLWAY_LOG_LEVEL", "info").upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    url = os.environ.get("TOLLWAY_DATABASE_URL")
+    if not url:
+        sys.exit("TOLLWAY_DATABASE_URL is not set")
+    # EOFError, BrokenPipeError: the gateway went away mid-frame; nothing left to answer.
+    with contextlib.suppress(EOFError, BrokenPipeError):
+        serve(url, sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
