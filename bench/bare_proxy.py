@@ -5,9 +5,10 @@ bearer key and forwards the request upstream, passing the response back unchange
 no limits, no accounting: the gap between this and Tollway is Tollway's own cost.
 
 `--client tollway` (default) forwards through Tollway's own upstream client
-(`tollway.gateway.upstream_http`), so the reference runs on the same server *and* client stack
-as Tollway; `--client aiohttp` through one pooled aiohttp ClientSession, the stack Tollway used
-before (kept as a second reference).
+(`tollway.gateway.upstream_http`) and serves with Tollway's uvicorn protocol
+(`tollway.gateway.http_server`), so the reference runs on the same server *and* client stack
+as Tollway; `--client aiohttp` through one pooled aiohttp ClientSession on uvicorn's plain
+httptools protocol, the stack Tollway used before (kept as a second reference).
 
     python bench/bare_proxy.py --port 9001 --upstream http://127.0.0.1:9000 \
         --key sk-client --upstream-key sk-upstream [--client aiohttp] [--workers 2]
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 import uvicorn
 
+from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.upstream_http import UpstreamClient, UpstreamError
 
 # Never forwarded in either direction (RFC 9110 hop-by-hop), plus the ones we set ourselves.
@@ -177,7 +179,7 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=TollwayHttpProtocol if args.client == "tollway" else "httptools",
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # as `tollway serve`: no X-Forwarded-* rewriting per request

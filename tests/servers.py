@@ -18,6 +18,7 @@ import uvicorn
 
 from tollway.app import TollwayApp
 from tollway.core.settings import Settings
+from tollway.gateway.http_server import TollwayHttpProtocol
 
 
 def free_port() -> int:
@@ -58,7 +59,7 @@ class GatewayThread:
             host="127.0.0.1",
             port=self.settings.port,
             loop="uvloop",
-            http="httptools",
+            http=TollwayHttpProtocol,
             lifespan="on",
             access_log=False,
             log_level="warning",

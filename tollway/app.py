@@ -24,6 +24,7 @@ from tollway.core.types import UsageEvent
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.endpoint import Gateway
+from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
@@ -282,7 +283,7 @@ def serve(settings: Settings | None = None) -> None:
         port=s.port,
         workers=s.workers,
         loop="uvloop",
-        http="httptools",
+        http=TollwayHttpProtocol,
         lifespan="on",
         access_log=False,
         # No X-Forwarded-* rewriting on every request: the gateway does not use client addresses.
