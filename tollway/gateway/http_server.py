@@ -63,6 +63,6 @@ class CoalescingTransport:
 class TollwayHttpProtocol(HttpToolsProtocol):
     """`tollway serve`'s HTTP protocol: uvicorn's, over a `CoalescingTransport`."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wrapped = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)  # type: ignore[arg-type]
