@@ -43,9 +43,7 @@ def test_script_heads_follow_new_files_branches_and_merges(tmp_path: Path) -> No
     assert script_heads(tmp_path) == {"d"}
 
 
-async def test_database_at_head_skips_alembic(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_database_at_head_skips_alembic(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = create_engine(db_url)
     try:
         await migrate(engine)
