@@ -39,7 +39,7 @@ def test_serve_path_loads_no_admin_ui_cli_or_alembic(tmp_path: Path) -> None:
         "import sys\n"
         "import tollway.cli.entry, tollway.app\n"
         "tollway.app.create_app()\n"
-        "heavy = ('typer', 'rich', 'fastapi', 'jinja2', 'alembic')\n"
+        "heavy = ('typer', 'rich', 'starlette', 'fastapi', 'jinja2', 'alembic')\n"
         "print(' '.join(m for m in heavy if m in sys.modules))\n"
     )
     assert _python(script, tmp_path) == ""

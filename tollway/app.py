@@ -10,14 +10,9 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
 
 from tollway.core.errors import error_body
 from tollway.core.ids import new_request_id, reseed
@@ -40,6 +35,9 @@ from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("tollway")
 
@@ -68,7 +66,7 @@ class TollwayApp:
         self.settings = settings or get_settings()
         self.runtime: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.web = self._build_web()
+        self.web = _BuiltOnFirstUse(self._build_web)  # /v1 never needs it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
@@ -81,7 +79,12 @@ class TollwayApp:
 
     # -- web side (health now; admin API and UI mount here) ---------------------------------
 
-    def _build_web(self) -> Starlette:
+    def _build_web(self) -> ASGIApp:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Mount, Route
+
         async def healthz(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
 
@@ -261,8 +264,9 @@ def _tune_gc() -> None:
 
 
 class _BuiltOnFirstUse:
-    """An ASGI app built on its first request: the admin API (FastAPI) and the UI (Jinja2)
-    take ~0.5 s to import, which would otherwise delay every start and every worker.
+    """An ASGI app built on its first request: the web side (Starlette; the admin API with
+    FastAPI, the UI with Jinja2) takes ~0.5 s to import, which would otherwise delay every
+    start and every worker.
 
     The build runs in a thread, so /v1 requests keep flowing meanwhile; the lock makes
     concurrent first requests (on any loop or thread) wait for one build."""
@@ -346,6 +350,11 @@ def fork_workers() -> None:
 
     if not hasattr(_subprocess, "spawn"):  # uvicorn's context for workers (a test checks)
         return
+    # What each worker's server imports first: once here rather than once per worker.
+    with contextlib.suppress(ImportError):
+        import uvicorn.lifespan.on
+        import uvicorn.protocols.http.httptools_impl  # noqa: F401
+        import uvloop  # noqa: F401
     # The supervisor queues these signals for itself; a worker must not inherit that (a
     # SIGTERM before its server installs handlers would be lost), so it gets ours back.
     before = {sig: signal.getsignal(sig) for sig in SIGNALS}
