@@ -1,3 +1,3 @@
-from tollway.cli.main import app
+from tollway.cli.entry import main
 
-app(prog_name="tollway")
+main()

@@ -7,16 +7,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
 
-from tollway.admin import build_admin_api
 from tollway.core.errors import error_body
 from tollway.core.ids import new_request_id, reseed
 from tollway.core.settings import Settings, get_settings
@@ -37,9 +34,11 @@ from tollway.store import queries
 from tollway.store.db import create_engine, migrate_sync
 from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
-from tollway.ui.app import create_ui
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("tollway")
 
@@ -68,7 +67,7 @@ class TollwayApp:
         self.settings = settings or get_settings()
         self.runtime: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.web = self._build_web()
+        self.web = _BuiltOnFirstUse(self._build_web)  # /v1 never needs it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
@@ -81,7 +80,12 @@ class TollwayApp:
 
     # -- web side (health now; admin API and UI mount here) ---------------------------------
 
-    def _build_web(self) -> Starlette:
+    def _build_web(self) -> ASGIApp:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Mount, Route
+
         async def healthz(request: Request) -> Response:
             return JSONResponse({"status": "ok"})
 
@@ -91,12 +95,21 @@ class TollwayApp:
             )
             return Response(body, status_code=404, media_type="application/json")
 
-        admin_api = build_admin_api(lambda: self.runtime)
+        def admin_api() -> ASGIApp:
+            from tollway.admin import build_admin_api
+
+            return build_admin_api(lambda: self.runtime)
+
+        def ui() -> ASGIApp:
+            from tollway.ui.app import create_ui
+
+            return create_ui(self.settings, lambda: self.runtime)
+
         return Starlette(
             routes=[
                 Route("/healthz", healthz),
-                Mount("/admin/api", app=admin_api),
-                Mount("/", app=create_ui(self.settings, lambda: self.runtime)),
+                Mount("/admin/api", app=_BuiltOnFirstUse(admin_api)),
+                Mount("/", app=_BuiltOnFirstUse(ui)),
             ],
             exception_handlers={404: not_found},
         )
@@ -251,6 +264,32 @@ def _tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
+class _BuiltOnFirstUse:
+    """An ASGI app built on its first request: the web side (Starlette; the admin API with
+    FastAPI, the UI with Jinja2) takes ~0.5 s to import, which would otherwise delay every
+    start and every worker.
+
+    The build runs in a thread, so /v1 requests keep flowing meanwhile; the lock makes
+    concurrent first requests (on any loop or thread) wait for one build."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        if app is None:
+            app = await asyncio.to_thread(self._get)
+        await app(scope, receive, send)
+
+    def _get(self) -> ASGIApp:
+        with self._lock:
+            if self._app is None:
+                self._app = self._build()
+            return self._app
+
+
 def _with_request_id(send: Send) -> Send:
     """Every response carries an x-request-id, the web side's too."""
     request_id = new_request_id().encode()
@@ -276,6 +315,12 @@ def serve(settings: Settings | None = None) -> None:
         level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     migrate_sync(s.database_url)
+    if s.workers > 1:
+        fork_workers()
+    # What is loaded so far (the imports) lives as long as the process: frozen now, startup's
+    # _tune_gc collects only what startup made (a full collection costs ~50 ms; here it would
+    # find nothing), and forked workers share these pages instead of copying them.
+    gc.freeze()
     uvicorn.run(
         "tollway.app:create_app",
         factory=True,
@@ -291,3 +336,38 @@ def serve(settings: Settings | None = None) -> None:
         log_level=s.log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def fork_workers() -> None:
+    """Start uvicorn's workers with fork instead of spawn.
+
+    A spawned worker starts a new interpreter and imports everything again (~1 s on a busy
+    2-core machine, after the master did the same). Forked, it starts with the master's
+    imports in a few ms, as gunicorn's workers do. Safe here: at that point the master has
+    no threads, no event loop and no open connections (migrate_sync disposed its engine),
+    and every worker's lifespan creates its own (`reseed()` gives it its own request ids)."""
+    import multiprocessing
+    import os
+    import signal
+
+    from uvicorn import _subprocess
+    from uvicorn.supervisors.multiprocess import SIGNALS
+
+    if not hasattr(_subprocess, "spawn"):  # uvicorn's context for workers (a test checks)
+        return
+    # What each worker's server imports first: once here rather than once per worker.
+    with contextlib.suppress(ImportError):
+        import uvicorn.lifespan.on
+        import uvicorn.protocols.http.httptools_impl  # noqa: F401
+        import uvloop  # noqa: F401
+    # The supervisor queues these signals for itself; a worker must not inherit that (a
+    # SIGTERM before its server installs handlers would be lost), so it gets ours back.
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+    def restore_signals() -> None:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    os.register_at_fork(after_in_child=restore_signals)
+    _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]

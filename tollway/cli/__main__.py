@@ -1,5 +1,5 @@
 """`python -m tollway.cli`: the same as the `tollway` console script."""
 
-from tollway.cli.main import app
+from tollway.cli.entry import main
 
-app()
+main()
