@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,6 +52,17 @@ def connect(url: str, timeout: float = 0.5) -> aioredis.Redis:
     return client
 
 
+@dataclass(slots=True)
+class _Settlement:
+    """What the requests of one key that ended together add up to."""
+
+    key: KeyRecord
+    done: asyncio.Future[None]
+    tokens: int = 0
+    cost: float = 0.0
+    leases: list[str] = field(default_factory=list)
+
+
 def _n(value: int | float | None) -> str:
     return "-1" if value is None else str(value)
 
@@ -80,6 +92,9 @@ class RedisLimiter:
         self._leases: dict[str, int] = {}  # this instance's in-flight slots -> key id
         self._down_until = 0.0
         self._renewer: asyncio.Task[None] | None = None
+        self._settling: dict[int, _Settlement] = {}  # key id -> requests ending together
+        self._settle_timer: asyncio.Handle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     def _keys(self, key_id: int) -> list[str]:
         names = self._names.get(key_id)
@@ -165,26 +180,55 @@ class RedisLimiter:
     async def settle(
         self, key: KeyRecord, admission: Admission, tokens: int | None, cost: float | None
     ) -> None:
+        """The requests of one key that end in the same loop turn (under load, several do:
+        one turn wakes every request whose answer arrived) are settled by one script call,
+        their tokens and cost summed and their slots released together, in the next turn.
+        Returns once that call is done."""
         if admission is NO_ADMISSION:
             return
-        lim = key.limits
         if admission.lease:
             self._leases.pop(admission.lease, None)
         elif not tokens and not cost:
             return  # nothing to release, nothing to charge
+        batch = self._settling.get(key.id)
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._settling[key.id] = _Settlement(key, loop.create_future())
+            if self._settle_timer is None:
+                self._settle_timer = loop.call_soon(self._flush_settlements)
+        batch.tokens += tokens or 0
+        batch.cost += cost or 0.0
+        if admission.lease:
+            batch.leases.append(admission.lease)
+        await asyncio.shield(batch.done)
+
+    def _flush_settlements(self) -> None:
+        self._settle_timer = None
+        batches, self._settling = self._settling, {}
+        loop = asyncio.get_running_loop()
+        for batch in batches.values():
+            task = loop.create_task(self._send_settlement(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send_settlement(self, batch: _Settlement) -> None:
+        lim = batch.key.limits
         args = [
             str(int(self.clock() * 1000)),
-            str(tokens or 0),
-            repr(cost) if cost else "-1",
+            str(batch.tokens),
+            repr(batch.cost) if batch.cost else "-1",
             "1" if lim.tpm is not None else "0",
             "1" if lim.tpd is not None else "0",
-            admission.lease,
+            *batch.leases,
         ]
         try:
-            await self._call(self._settle, self._keys(key.id), args)
+            await self._call(self._settle, self._keys(batch.key.id), args)
         except Exception:
             # Not charged; an unreleased slot's lease expires by itself.
-            log.debug("settling key %d's request failed", key.id, exc_info=True)
+            log.debug("settling key %d's requests failed", batch.key.id, exc_info=True)
+        finally:
+            if not batch.done.done():
+                batch.done.set_result(None)
 
     # -- in-flight leases ------------------------------------------------------------------------
 
@@ -223,6 +267,11 @@ class RedisLimiter:
         return {"in_flight": int(in_flight), "tokens": int(q or 0), "spent": float(b or 0.0)}
 
     async def close(self) -> None:
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._flush_settlements()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

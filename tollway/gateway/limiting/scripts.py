@@ -14,15 +14,17 @@ local function s(x) return string.format('%d', x) end
 local STEP = {100, 60000, 100, 60000}
 local WIN = {60000, 86400000, 60000, 86400000}
 
+-- Drops buckets older than the window; returns the window's total and its oldest and newest
+-- bucket (nil when empty), so callers need not read them again.
 local function evict(key, step, win, now)
   local keep = math.floor(now / step) - win / step
   local w = redis.call('HMGET', key, 't', 'o', 'n')
   local total = tonumber(w[1])
-  if not total then return 0 end
+  if not total then return 0, nil, nil end
   local o, n = tonumber(w[2]), tonumber(w[3])
   if n < keep then
     redis.call('DEL', key)
-    return 0
+    return 0, nil, nil
   end
   if o < keep then
     local fields = {}
@@ -33,23 +35,33 @@ local function evict(key, step, win, now)
     end
     redis.call('HDEL', key, unpack(fields))
     redis.call('HSET', key, 't', s(total), 'o', s(keep))
+    o = keep
   end
-  return total
+  return total, o, n
 end
 
-local function add(key, step, win, now, n)
-  local cur = s(math.floor(now / step))
+-- Counts n in the current bucket. `o`, `newest`: what evict returned (or HMGET read); the
+-- bookkeeping fields and the expiry change only when a new bucket starts, so a request in
+-- the same bucket as the last one costs two calls.
+local function add(key, step, win, now, n, o, newest)
+  local b = math.floor(now / step)
+  local cur = s(b)
   redis.call('HINCRBY', key, cur, n)
   redis.call('HINCRBY', key, 't', n)
-  redis.call('HSET', key, 'n', cur)
-  redis.call('HSETNX', key, 'o', cur)
-  redis.call('PEXPIRE', key, win + step)
+  if newest ~= b then
+    if o == nil then
+      redis.call('HSET', key, 'n', cur, 'o', cur)
+    else
+      redis.call('HSET', key, 'n', cur)
+    end
+    redis.call('PEXPIRE', key, win + step)
+  end
+  return b
 end
 
-local function reset_ms(key, step, win, now)
-  local n = tonumber(redis.call('HGET', key, 'n'))
-  if not n then return 0 end
-  return (n + 1) * step + win - now
+local function reset_in(newest, step, win, now)
+  if newest == nil then return 0 end
+  return (newest + 1) * step + win - now
 end
 """
 
@@ -72,17 +84,15 @@ if budget >= 0 then
   if tonumber(st[2]) < start then redis.call('HSET', S, 'bs', ARGV[9], 'b', '0') end
 end
 
-local totals = {}
+local totals, olds, news = {}, {}, {}
 for i = 1, 4 do
   if lim[i] >= 0 then
     local key, step, win = KEYS[i + 1], STEP[i], WIN[i]
-    local total = evict(key, step, win, now)
-    totals[i] = total
+    local total, o, n = evict(key, step, win, now)
+    totals[i], olds[i], news[i] = total, o, n
     if total >= lim[i] then
       local retry = win
       if lim[i] > 0 then
-        local w = redis.call('HMGET', key, 'o', 'n')
-        local o, n = tonumber(w[1]), tonumber(w[2])
         local fields = {}
         for k = o, n do fields[#fields + 1] = s(k) end
         local counts = redis.call('HMGET', key, unpack(fields))
@@ -126,11 +136,11 @@ end
 local out = {'ok', '-1', '0', '0', '-1', '0', '0'}
 for i = 1, 2 do
   if lim[i] >= 0 then
-    add(KEYS[i + 1], STEP[i], WIN[i], now, 1)
+    local newest = add(KEYS[i + 1], STEP[i], WIN[i], now, 1, olds[i], news[i])
     local rem = lim[i] - totals[i] - 1
     if out[2] == '-1' or rem < tonumber(out[3]) then
       out[2], out[3] = s(lim[i]), s(rem)
-      out[4] = s(reset_ms(KEYS[i + 1], STEP[i], WIN[i], now))
+      out[4] = s(reset_in(newest, STEP[i], WIN[i], now))
     end
   end
 end
@@ -139,7 +149,7 @@ for i = 3, 4 do
     local rem = lim[i] - totals[i]
     if out[5] == '-1' or rem < tonumber(out[6]) then
       out[5], out[6] = s(lim[i]), s(rem)
-      out[7] = s(reset_ms(KEYS[i + 1], STEP[i], WIN[i], now))
+      out[7] = s(reset_in(news[i], STEP[i], WIN[i], now))
     end
   end
 end
@@ -153,10 +163,14 @@ SETTLE = (
     + r"""
 local now, tokens, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local S = KEYS[1]
-if ARGV[6] ~= '' then redis.call('ZREM', KEYS[6], ARGV[6]) end
+if #ARGV > 5 then redis.call('ZREM', KEYS[6], unpack(ARGV, 6)) end
+local function charge(key, step, win)
+  local w = redis.call('HMGET', key, 'o', 'n')
+  add(key, step, win, now, tokens, tonumber(w[1]), tonumber(w[2]))
+end
 if tokens > 0 then
-  if ARGV[4] == '1' then add(KEYS[4], STEP[3], WIN[3], now, tokens) end
-  if ARGV[5] == '1' then add(KEYS[5], STEP[4], WIN[4], now, tokens) end
+  if ARGV[4] == '1' then charge(KEYS[4], STEP[3], WIN[3]) end
+  if ARGV[5] == '1' then charge(KEYS[5], STEP[4], WIN[4]) end
   if redis.call('HEXISTS', S, 'qs') == 1 then redis.call('HINCRBY', S, 'q', tokens) end
 end
 if cost > 0 and redis.call('HEXISTS', S, 'bk') == 1 then
