@@ -86,6 +86,35 @@ async def test_usage_sink_batches_retries_and_flushes_on_stop() -> None:
     assert sink.pending() == 0 and sink.written == 7
 
 
+async def test_usage_sink_does_not_chase_a_slow_write_with_tiny_batches() -> None:
+    """Events arriving while a batch is written wait for the next interval (or a full
+    batch): each written batch pays a whole transaction."""
+    sizes: list[int] = []
+    loop = asyncio.get_running_loop()
+    started: list[float] = []
+    first, second = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer(batch: list[UsageEvent]) -> None:
+        started.append(loop.time())
+        sizes.append(len(batch))
+        (second if first.is_set() else first).set()
+        await asyncio.sleep(0.05)
+
+    sink = UsageSink(slow_writer, batch_size=1000, interval=0.2)
+    sink.start()
+    try:
+        sink.emit(event(0))
+        await asyncio.wait_for(first.wait(), 5)
+        for n in range(1, 6):  # while the first batch is being written
+            sink.emit(event(n))
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(second.wait(), 5)
+    finally:
+        await sink.stop()
+    assert sizes[:2] == [1, 5]
+    assert started[1] - started[0] >= 0.15  # the next interval, not right after the write
+
+
 async def test_usage_sink_drops_oldest_only_beyond_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -67,9 +67,14 @@ class UsageSink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
-            while self._buffer and not self._stopping:
+            # Write what is here now; what arrives meanwhile waits for a full batch or the
+            # next interval. (Writing it at once turned a slow write into a stream of tiny
+            # batches, each paying a whole transaction.)
+            due = len(self._buffer)
+            while due > 0 and not self._stopping:
                 if await self._write_batch():
                     failures = 0
+                    due -= self._batch_size
                     continue
                 failures += 1
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
