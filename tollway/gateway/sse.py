@@ -50,6 +50,9 @@ def usage_from_json(body: bytes) -> dict[str, int] | None:
 # byte for byte, so what the client gets is exactly what the upstream sent.
 _BOUNDARY = re.compile(rb"(\r\n\r\n|\n\r\n|\r\n\n|\n\n|\r\r)")
 _LINE = re.compile(rb"\r\n|\n|\r")
+# A usage object (not `"usage":null`, which OpenAI puts in every chunk when usage is asked).
+# Inside a JSON string the quotes would be escaped, so content cannot fake it.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def _last_boundary(data: bytes) -> int:
@@ -80,8 +83,8 @@ class SSETracker:
             return b""
         self._pending = data[cut:]
         ready = data[:cut]
-        if b'"usage"' not in ready and b"[DONE]" not in ready:
-            self.content_chunks += ready.count(b"data:")
+        if b'"usage"' not in ready or _USAGE_OBJECT.search(ready) is None:
+            self._count(ready)  # content only (and maybe [DONE]): forwarded as it is
             return ready
         return self._filter(ready)
 
@@ -92,16 +95,31 @@ class SSETracker:
         out = self._filter(rest) if rest else b""
         return out + b"\n\n" if out.strip() else out
 
+    def _count(self, segment: bytes) -> None:
+        done = segment.count(b"[DONE]")
+        if done:
+            self.saw_done = True
+        self.content_chunks += segment.count(b"data:") - done
+
     def _filter(self, ready: bytes) -> bytes:
-        """`ready` minus the events we hide; everything else byte for byte."""
-        parts = _BOUNDARY.split(ready)  # event, boundary, event, boundary, ..., rest
-        kept: list[bytes] = []
-        for i in range(0, len(parts), 2):
-            event = parts[i]
-            end = parts[i + 1] if i + 1 < len(parts) else b""
-            if not event.strip() or self._keep(event):
-                kept.append(event + end)
-        return b"".join(kept)
+        """`ready` minus the usage events we hide; everything else byte for byte. Only the
+        events holding a usage object are looked at (usually one, at the end)."""
+        out: list[bytes] = []
+        pos = 0
+        for match in _USAGE_OBJECT.finditer(ready):
+            if match.start() < pos:
+                continue  # in the event just handled
+            start = max(pos, _last_boundary(ready[: match.start()]))
+            after = _BOUNDARY.search(ready, match.end())
+            end = after.end() if after else len(ready)
+            self._count(ready[pos:start])
+            out.append(ready[pos:start])
+            if self._keep(ready[start:end]):
+                out.append(ready[start:end])
+            pos = end
+        self._count(ready[pos:])
+        out.append(ready[pos:])
+        return b"".join(out)
 
     def _keep(self, event: bytes) -> bool:
         if b"[DONE]" in event:
