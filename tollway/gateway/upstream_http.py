@@ -148,7 +148,7 @@ class UpstreamResponse:
             raise self._error
 
     async def _wait(self) -> None:
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._head.get_loop().create_future()
         try:
             await waiter
         finally:
@@ -452,7 +452,7 @@ class UpstreamClient:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
+        now = idle[-1].loop.time()  # (asyncio.get_running_loop() costs a getpid() call)
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < self.keepalive:

@@ -42,6 +42,7 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, pipe: ScriptPipe) -> None:
         self.pipe = pipe
+        self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.transport: asyncio.Transport | None = None
         self.waiting: Waiting = collections.deque()
@@ -174,7 +175,7 @@ class ScriptPipe:
         proto = self._proto
         if proto is None:
             proto = await self._connect()
-        loop = asyncio.get_running_loop()
+        loop = proto.loop  # (asyncio.get_running_loop() costs a getpid() call)
         future = proto.send(data, loop)
         if self._timer is None:
             self._timer = loop.call_later(self.timeout, self._check_timeout)
