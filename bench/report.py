@@ -148,7 +148,8 @@ def notes(targets: list[Target], rows: list[Row]) -> str:
 
 
 def ratios(rows: list[Row]) -> str:
-    """Tollway's req/s over each peer's, at the highest concurrency measured."""
+    """Each Tollway target's req/s over each reference's, at the highest concurrency measured:
+    one line per pair, one column per mode."""
     if not rows:
         return ""
     top = max(r.concurrency for r in rows)
@@ -158,16 +159,57 @@ def ratios(rows: list[Row]) -> str:
     peers = [p for p in PEERS if any((p, m) in at for m in modes)]
     if not ours or not peers:
         return ""
-    header = ["Tollway target", *[f"vs {p} {m}" for p in peers for m in modes]]
     lines = []
     for name in ours:
-        cells = [name]
         for p in peers:
+            cells = [name, p]
             for m in modes:
                 a, b = at.get((name, m)), at.get((p, m))
                 cells.append(f"{a.rps / b.rps:.2f}x" if a and b and b.rps else "")
-        lines.append(cells)
-    return f"req/s ratios at concurrency {top}:\n\n" + _md(header, lines, left=1)
+            lines.append(cells)
+    header = ["Tollway target", "vs", *modes]
+    return f"req/s ratios at concurrency {top}:\n\n" + _md(header, lines)
+
+
+def summary(targets: list[Target], rows: list[Row]) -> str:
+    """The headline table: one line per target and mode, req/s at every concurrency, the
+    latency a hop adds with nothing queued (the lowest concurrency), CPU and memory."""
+    concs = sorted({r.concurrency for r in rows})
+    low, top = (concs[0], concs[-1]) if concs else (0, 0)
+    header = [
+        "target",
+        "mode",
+        *[f"req/s c={c}" for c in concs],
+        f"+p50 ms c={low}",
+        f"+p99 ms c={low}",
+        f"CPU ms/req c={top}",
+        "peak RSS MB",
+        "cold start s",
+        "errors",
+    ]
+    lines = []
+    for t in targets:
+        if t.skipped:
+            lines.append([t.name, "-", f"not run: {t.note}", *[""] * (len(header) - 3)])
+            continue
+        modes = sorted({r.mode for r in rows if r.target == t.name})
+        for i, mode in enumerate(modes):
+            by_conc = {r.concurrency: r for r in rows if r.target == t.name and r.mode == mode}
+            first, last = by_conc.get(low), by_conc.get(top)
+            lines.append(
+                [
+                    t.name,
+                    mode,
+                    *[f"{by_conc[c].rps:,.0f}" if c in by_conc else "" for c in concs],
+                    _num(first.added_p50_ms if first else None, "+.2f"),
+                    _num(first.added_p99_ms if first else None, "+.2f"),
+                    _num(last.cpu_s_per_1k if last else None, ".3f"),
+                    f"{max(r.peak_rss_mb for r in by_conc.values()):.0f}",
+                    _num(t.cold_start_s, ".2f") if i == 0 else "",
+                    str(sum(r.errors for r in by_conc.values())),
+                ]
+            )
+    return _md(header, lines)
 
 
 def first_byte_table(results: list[FirstByte]) -> str:

@@ -30,7 +30,7 @@ from load import catch_error, probe, run_wrk, write_lua
 from machine import find_tools, git_rev, redis_databases, release_redis, uptime
 from peer_targets import start_litellm, start_litellm_vk, start_portkey
 from proc import Processes, RssSampler, free_port, log, signals_raise, tree_cpu_seconds
-from report import Run, aggregate, first_byte_table, notes, ratios, table
+from report import Run, aggregate, first_byte_table, notes, ratios, summary, table
 from targets import (
     SLOW_MODEL,
     UPSTREAM_KEY,
@@ -259,7 +259,8 @@ def main() -> int:
     rows = aggregate(runs)
     load_after = uptime()
     out = [
-        table(targets, rows),
+        summary(targets, rows),
+        "Every run (median over rounds):\n\n" + table(targets, rows),
         ratios(rows),
         "Streaming first-byte delay (upstream's first bytes -> client), slow SSE upstream:\n\n"
         + first_byte_table(fb),
