@@ -22,6 +22,7 @@ from tollway.store.db import migrate_sync
 
 from .fake_upstream import FakeUpstream
 from .fixtures_gateway import make_key, write_config
+from .limits_support import REDIS_URL, require_redis, unique_prefix
 from .servers import GatewayProcess
 
 
@@ -130,7 +131,23 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def test_two_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
+    env.update(TOLLWAY_WORKERS="2", TOLLWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    done = subprocess.run(
+        [sys.executable, "-m", "tollway", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "needs TOLLWAY_REDIS_URL" in done.stderr
+
+
+@pytest.mark.redis
 def test_two_workers_are_forked_and_serve(tmp_path: Path) -> None:
+    require_redis()
     upstream = FakeUpstream("a", "sk-upstream-SECRET-aaaa").start()
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'tollway.db'}"
     config = write_config(
@@ -144,6 +161,8 @@ def test_two_workers_are_forked_and_serve(tmp_path: Path) -> None:
         "TOLLWAY_DATABASE_URL": db_url,
         "TOLLWAY_CONFIG": str(config),
         "TOLLWAY_WORKERS": "2",
+        "TOLLWAY_REDIS_URL": REDIS_URL,
+        "TOLLWAY_REDIS_PREFIX": unique_prefix(),
         "TOLLWAY_LOG_LEVEL": "warning",
     }
     proc = GatewayProcess(env, tmp_path)

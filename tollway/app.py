@@ -314,6 +314,12 @@ def serve(settings: Settings | None = None) -> None:
     logging.basicConfig(
         level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if s.workers > 1 and not s.redis_url:
+        # Each process would count its own share of every key's limits: N times the limit.
+        raise SystemExit(
+            "TOLLWAY_WORKERS > 1 needs TOLLWAY_REDIS_URL: the worker processes share the "
+            "limits' counters through Redis. Set it, or run one worker."
+        )
     migrate_sync(s.database_url)
     if s.workers > 1:
         fork_workers()
