@@ -34,6 +34,17 @@ Period = Annotated[
     str | None,
     typer.Option("--budget-period", help="none, daily, weekly or monthly.", show_default=False),
 ]
+# The limit options create-key and update-key share.
+Rpd = Annotated[int | None, limit_opt("--rpd", help="Requests per day; 0 = unlimited.")]
+Tpm = Annotated[int | None, limit_opt("--tpm", help="Tokens per minute; 0 = unlimited.")]
+Tpd = Annotated[int | None, limit_opt("--tpd", help="Tokens per day; 0 = unlimited.")]
+TokenQuota = Annotated[
+    int | None, limit_opt("--token-quota", help="Total tokens ever; 0 = unlimited.")
+]
+Budget = Annotated[float | None, budget_opt("--budget", help="USD per period; 0 = none.")]
+MaxParallel = Annotated[
+    int | None, limit_opt("--max-parallel", help="Concurrent requests; 0 = unlimited.")
+]
 
 
 def _limits(
@@ -79,19 +90,13 @@ def create_key(
     ] = None,
     email: Email = None,
     models: Models = None,
-    rpd: Annotated[int | None, limit_opt("--rpd", help="Requests per day; 0 = unlimited.")] = None,
-    tpm: Annotated[int | None, limit_opt("--tpm", help="Tokens per minute; 0 = unlimited.")] = None,
-    tpd: Annotated[int | None, limit_opt("--tpd", help="Tokens per day; 0 = unlimited.")] = None,
-    token_quota: Annotated[
-        int | None, limit_opt("--token-quota", help="Total tokens ever; 0 = unlimited.")
-    ] = None,
-    budget: Annotated[
-        float | None, budget_opt("--budget", help="USD per period; 0 = none.")
-    ] = None,
+    rpd: Rpd = None,
+    tpm: Tpm = None,
+    tpd: Tpd = None,
+    token_quota: TokenQuota = None,
+    budget: Budget = None,
     budget_period: Period = None,
-    max_parallel: Annotated[
-        int | None, limit_opt("--max-parallel", help="Concurrent requests; 0 = unlimited.")
-    ] = None,
+    max_parallel: MaxParallel = None,
     as_json: JsonFlag = False,
     url: Url = None,
     admin_secret: AdminSecret = None,
@@ -199,19 +204,13 @@ def update_key(
         str | None, typer.Option(help='Owner\'s email; "" clears it.', show_default=False)
     ] = None,
     models: Models = None,
-    rpd: Annotated[int | None, limit_opt("--rpd", help="Requests per day; 0 = unlimited.")] = None,
-    tpm: Annotated[int | None, limit_opt("--tpm", help="Tokens per minute; 0 = unlimited.")] = None,
-    tpd: Annotated[int | None, limit_opt("--tpd", help="Tokens per day; 0 = unlimited.")] = None,
-    token_quota: Annotated[
-        int | None, limit_opt("--token-quota", help="Total tokens ever; 0 = unlimited.")
-    ] = None,
-    budget: Annotated[
-        float | None, budget_opt("--budget", help="USD per period; 0 = none.")
-    ] = None,
+    rpd: Rpd = None,
+    tpm: Tpm = None,
+    tpd: Tpd = None,
+    token_quota: TokenQuota = None,
+    budget: Budget = None,
     budget_period: Period = None,
-    max_parallel: Annotated[
-        int | None, limit_opt("--max-parallel", help="Concurrent requests; 0 = unlimited.")
-    ] = None,
+    max_parallel: MaxParallel = None,
     as_json: JsonFlag = False,
     url: Url = None,
     admin_secret: AdminSecret = None,
