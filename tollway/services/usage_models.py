@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, Subquery, Table, and_, func, select, true, union_all
+from sqlalchemy import Select, Subquery, Table, and_, func, select, true, union_all
 
 from tollway.services.errors import Invalid
+from tollway.services.usage_filters import where_terms
 from tollway.store.queries import as_utc, utcnow
 from tollway.store.tables import usage_rollups, usage_rollups_daily
 
@@ -157,12 +158,7 @@ def _part(
     table: Table, column: str, lo: datetime | None, hi: datetime | None, f: dict[str, Any]
 ) -> Select[Any]:
     t = table.c
-    conds: list[ColumnElement[bool]] = []
-    if lo is not None:
-        conds.append(t[column] >= lo)
-    if hi is not None:
-        conds.append(t[column] < hi)
-    conds += [t[name] == value for name, value in f.items() if value is not None]
+    conds = where_terms(t[column], lo, hi, [(t[name], value) for name, value in f.items()])
     cols = [t[column].label("bucket"), t.key_id, t.model, t.upstream, t.endpoint]
     return select(*cols, *(t[name] for name in COUNTERS)).where(and_(true(), *conds))
 

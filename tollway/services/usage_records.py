@@ -10,13 +10,14 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.services.errors import Invalid
+from tollway.services.usage_filters import RecordFilters, where_terms
 from tollway.services.usage_models import check_limit, check_range
 from tollway.store.queries import as_utc
 from tollway.store.tables import usage_records
@@ -76,28 +77,12 @@ def status_filter(status: str) -> ColumnElement[bool]:
     raise Invalid("status must be a code like 429, a class like 5xx, or ok / error")
 
 
-def record_filters(
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
-    status: str | None = None,
-) -> list[ColumnElement[bool]]:
+def record_filters(**filters: Unpack[RecordFilters]) -> list[ColumnElement[bool]]:
     """WHERE terms over raw rows: exact [start, end) times, not whole hours."""
-    start, end = check_range(start, end)
-    conds: list[ColumnElement[bool]] = []
-    if start is not None:
-        conds.append(u.ts >= start)
-    if end is not None:
-        conds.append(u.ts < end)
-    if key_id is not None:
-        conds.append(u.key_id == key_id)
-    if model is not None:
-        conds.append(u.model == model)
-    if upstream is not None:
-        conds.append(u.upstream == upstream)
+    start, end = check_range(filters.get("start"), filters.get("end"))
+    equal = [(u[name], filters.get(name)) for name in ("key_id", "model", "upstream")]
+    conds = where_terms(u.ts, start, end, equal)
+    status = filters.get("status")
     if status:
         conds.append(status_filter(status))
     return conds
@@ -113,20 +98,13 @@ def _record(row: Any) -> UsageRecord:
 async def list_records(
     engine: AsyncEngine,
     *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
-    status: str | None = None,
     cursor: int | None = None,
     limit: int = 50,
+    **filters: Unpack[RecordFilters],
 ) -> RecordPage:
     """A page of raw usage rows, newest first. `status`: see status_filter."""
     check_limit(limit, MAX_RECORDS_PAGE)
-    conds = record_filters(
-        start=start, end=end, key_id=key_id, model=model, upstream=upstream, status=status
-    )
+    conds = record_filters(**filters)
     if cursor is not None:
         conds.append(u.id < cursor)
     stmt = select(*_COLUMNS).where(and_(true(), *conds)).order_by(u.id.desc()).limit(limit + 1)
@@ -140,13 +118,8 @@ async def list_records(
 async def export_csv(
     engine: AsyncEngine,
     *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
-    status: str | None = None,
     batch: int = EXPORT_BATCH,
+    **filters: Unpack[RecordFilters],
 ) -> AsyncIterator[str]:
     """A CSV (header first, then rows in the order written) as an async iterator of text
     chunks of up to `batch` rows: `async for chunk in await export_csv(engine, ...)`.
@@ -155,9 +128,7 @@ async def export_csv(
     database connection or a lock while the client reads slowly. Filters are validated
     before the first chunk, so a bad filter fails before any output is sent.
     """
-    conds = record_filters(
-        start=start, end=end, key_id=key_id, model=model, upstream=upstream, status=status
-    )
+    conds = record_filters(**filters)
     return _export(engine, conds, batch)
 
 

@@ -9,12 +9,13 @@ start/end (UTC range, whole hours), key_id, model, upstream.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Subquery, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.services.errors import Invalid
+from tollway.services.usage_filters import UsageFilters
 from tollway.services.usage_models import (
     COUNTERS,
     MAX_GROUPS,
@@ -81,17 +82,9 @@ async def _keys(conn: AsyncConnection, src: Subquery, order: str, limit: int) ->
     return items
 
 
-async def totals(
-    engine: AsyncEngine,
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
-) -> UsageStats:
+async def totals(engine: AsyncEngine, **filters: Unpack[UsageFilters]) -> UsageStats:
     """Sums over the range (all time when start/end are None)."""
-    src = rollup_source(start=start, end=end, key_id=key_id, model=model, upstream=upstream)
+    src = rollup_source(**filters)
     async with engine.connect() as conn:
         return await _totals(conn, src)
 
@@ -157,26 +150,12 @@ async def by_upstream(
 async def by_endpoint(
     engine: AsyncEngine,
     *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
     order: str = "requests",
     limit: int = 100,
+    **filters: Unpack[UsageFilters],
 ) -> list[UsageGroup]:
     """Usage per endpoint path (/v1/chat/completions, ...)."""
-    return await _by(
-        engine,
-        "endpoint",
-        order,
-        limit,
-        start=start,
-        end=end,
-        key_id=key_id,
-        model=model,
-        upstream=upstream,
-    )
+    return await _by(engine, "endpoint", order, limit, **filters)
 
 
 async def top_keys(
@@ -241,12 +220,8 @@ async def _series(
 async def timeseries(
     engine: AsyncEngine,
     *,
-    start: datetime | None = None,
-    end: datetime | None = None,
     bucket: str = "hour",
-    key_id: int | None = None,
-    model: str | None = None,
-    upstream: str | None = None,
+    **filters: Unpack[UsageFilters],
 ) -> list[UsagePoint]:
     """One point per hour or UTC day in [start, end), empty buckets included as zeros.
     Counts start at start's hour, so the points always add up to `totals` over the same range.
@@ -254,14 +229,8 @@ async def timeseries(
     Defaults: end = now; start = 24 hours (hour) or 30 days (day) before end.
     """
     b = check_bucket(bucket)
-    start, end = default_range(start, end, b)
-    src = rollup_source(
-        start=start,
-        end=end,
-        key_id=key_id,
-        model=model,
-        upstream=upstream,
-        hourly_only=b == "hour",
-    )
+    start, end = default_range(filters.get("start"), filters.get("end"), b)
+    filters["start"], filters["end"] = start, end
+    src = rollup_source(hourly_only=b == "hour", **filters)
     async with engine.connect() as conn:
         return await _series(conn, start, end, b, src)
