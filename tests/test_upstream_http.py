@@ -163,6 +163,23 @@ async def test_a_fresh_connection_dropped_without_answer_is_an_error() -> None:
     assert srv.connections == 1
 
 
+async def test_an_answer_nobody_asked_for_is_ignored_and_the_connection_dropped() -> None:
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(ok(b"real") + ok(b"extra", b"x-extra: 1\r\n"))  # one write, two answers
+            await writer.drain()
+
+    async with Server(chatty) as srv:
+        client = UpstreamClient(connect_timeout=2, read_timeout=5)
+        for _ in range(2):
+            resp = await client.request(srv.url, b"POST", b"/x", b"", b"{}")
+            assert await resp.read() == b"real" and resp.header(b"x-extra") is None
+            resp.release()
+        await client.close()
+    assert srv.connections == 2  # the first connection was not reused
+
+
 async def test_gzip_body_is_decoded_and_flagged() -> None:
     payload = b'{"usage":{"total_tokens":3}}' * 100
 

@@ -229,8 +229,11 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None:  # unasked-for bytes on an idle connection: not reusable
-            self.close()
+        response = self.response
+        if response is None or response._done:  # bytes nobody asked for: not reusable
+            self.keep_alive = False
+            if response is None:
+                self.close()
             return
         self.received = True
         self.last_read = self.loop.time()
@@ -258,12 +261,14 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.response is not None:
-            self.response.headers.append((name.lower(), value))
+        response = self.response
+        if response is not None and not response._done:
+            response.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         response = self.response
-        if response is None:
+        if response is None or response._done:  # a second answer nobody asked for
+            self.keep_alive = False
             return
         status = self.parser.get_status_code()
         if status < 200:  # an interim answer (100 Continue...); the real one follows
