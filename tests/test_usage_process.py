@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -75,6 +76,24 @@ async def test_batches_are_written_exactly_and_close_exits(db_url: str) -> None:
     await writer.close()
     assert proc.returncode == 0
     assert await stored(db_url) == (500, sum(i + 1 for i in range(500)), 500)
+
+
+async def test_the_child_outlives_signals_to_the_group_and_ends_with_its_input(
+    tmp_path: Path,
+) -> None:
+    url = await migrated(f"sqlite+aiosqlite:///{tmp_path}/signals.db")
+    writer = UsageProcess(url)
+    await writer(events(2))
+    proc = writer._proc
+    assert proc is not None
+    # It answered a batch, so its signal handlers are in place.
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the whole group
+    proc.send_signal(signal.SIGTERM)
+    await writer(events(3, start=2))  # the same child still writes
+    assert writer._proc is proc
+    await writer.close()
+    assert proc.returncode == 0
+    assert await stored(url) == (5, 15, 5)
 
 
 async def test_a_crashed_child_loses_nothing(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ Reads batches of usage events from stdin and writes each with `write_usage` (raw
 rollups, keys' last use, one transaction), answering every batch on stdout. Frames both ways
 are a 4-byte big-endian length and an orjson document: a list of events in, `{"ok": n}` or
 `{"error": "..."}` out. Exits when stdin closes (the gateway stopped or died), after the batch
-in hand. The database URL comes from TOLLWAY_DATABASE_URL (never the command line, where
-`ps` would show its password). Logs go to stderr.
+in hand; it ignores SIGINT and SIGTERM, which reach it with the gateway's. The database URL
+comes from TOLLWAY_DATABASE_URL (never the command line, where `ps` would show its password).
+Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from typing import IO
 
@@ -66,6 +68,10 @@ def serve(url: str, stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 
 def main() -> None:
+    # Ctrl-C or a service manager signals the whole process group: the gateway then flushes
+    # its last batches here, so this process ends only when its input closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=os.environ.get("TOLLWAY_LOG_LEVEL", "info").upper(),
         stream=sys.stderr,
