@@ -14,8 +14,8 @@ from .asgi import Headers
 from .body import RequestInfo, body_for
 from .upstream_http import UpstreamClient, UpstreamError, UpstreamResponse
 
-# Never forwarded to an upstream: hop-by-hop headers, the client's credentials, and what the
-# client sets itself.
+# Never forwarded to an upstream: hop-by-hop headers, the client's credentials, and what our
+# upstream client sets itself (host, length, accept-encoding).
 DROP_REQUEST = frozenset(
     {
         b"host",
@@ -40,7 +40,8 @@ DROP_REQUEST = frozenset(
 )
 
 # Never passed back to the client: hop-by-hop headers and what we recompute (we set the
-# length ourselves; a gzip/deflate body is decoded by the client, see `response_headers`).
+# length ourselves; a gzip/deflate body arrives decoded, see `endpoint.DROP_ENCODED` for
+# encodings that pass through).
 DROP_RESPONSE = frozenset(
     {
         b"connection",
