@@ -52,9 +52,10 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
-    def send(self, data: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    def send(self, data: bytes) -> asyncio.Future[Any]:
         if self.failed is not None:
             raise self.failed
+        loop = self.loop
         future: asyncio.Future[Any] = loop.create_future()
         self.waiting.append((future, loop.time()))
         if not self.out:
@@ -176,7 +177,7 @@ class ScriptPipe:
         if proto is None:
             proto = await self._connect()
         loop = proto.loop  # (asyncio.get_running_loop() costs a getpid() call)
-        future = proto.send(data, loop)
+        future = proto.send(data)
         if self._timer is None:
             self._timer = loop.call_later(self.timeout, self._check_timeout)
         return await future
@@ -222,7 +223,7 @@ class ScriptPipe:
             setup.append(encode(b"SELECT", str(self.db).encode()))
         try:
             for command in setup:
-                await asyncio.wait_for(proto.send(command, loop), self.timeout)
+                await asyncio.wait_for(proto.send(command), self.timeout)
         except (RedisConnectionError, ResponseError, TimeoutError) as exc:
             proto.fail(RedisConnectionError(f"Redis refused the connection setup: {exc}"))
             raise RedisConnectionError(f"Redis refused the connection setup: {exc}") from exc
@@ -235,7 +236,7 @@ class ScriptPipe:
         proto = self._proto
         if proto is None or not proto.waiting:
             return
-        loop = asyncio.get_running_loop()
+        loop = proto.loop
         age = loop.time() - proto.waiting[0][1]
         if age >= self.timeout:
             proto.fail(RedisTimeoutError("Redis did not answer in time"))
