@@ -51,6 +51,7 @@ class Fleet:
             "routing": {
                 "strategy": "round_robin",
                 "balance_refresh_interval": PROBE_INTERVAL,
+                "health_check_interval": PROBE_INTERVAL,
             },
             "prices": {"m3": {"input": 10000, "output": 10000}},
         }
@@ -151,7 +152,7 @@ def test_a_key_parked_on_one_instance_leaves_rotation_on_all(fleet: Fleet) -> No
     assert fleet.chat(0, "m1").status_code == 200  # a refuses; failover to b
     assert chats(a) == 1
     assert fleet.pool(0).health(fleet.pool(0).by_name["a"]) == "key_rejected"
-    took = wait_for(lambda: all(health(fleet, i, "a") == "key_rejected" for i in (1, 2)))
+    took = wait_for(lambda: all(health(fleet, i, "a") == "key_rejected" for i in (1, 2)), 1.0)
     print(f"\nparked key known fleet-wide after {took * 1000:.0f} ms")
     before_b = chats(b)
     for i in (1, 2):
@@ -166,7 +167,7 @@ def test_an_account_out_of_credit_on_one_instance_leaves_rotation_on_all(fleet: 
     c.behaviour.mode = "no_credit"
     assert fleet.chat(1, "m2").status_code == 200  # c is out of credit; d answers
     assert chats(c) == 1
-    took = wait_for(lambda: all(health(fleet, i, "c") == "out_of_credit" for i in (0, 2)))
+    took = wait_for(lambda: all(health(fleet, i, "c") == "out_of_credit" for i in (0, 2)), 1.0)
     print(f"\nexhausted account known fleet-wide after {took * 1000:.0f} ms")
     before_d = chats(d)
     for i in (0, 2):
@@ -190,16 +191,22 @@ def test_manual_balance_is_exact_across_instances(fleet: Fleet) -> None:
     print(f"\nmanual balance left on each instance: {seen}")
 
 
-def test_balance_probes_run_on_one_instance_only(fleet: Fleet) -> None:
-    v = fleet.fakes["v"]
+def test_balance_probes_and_health_checks_run_on_one_instance_only(fleet: Fleet) -> None:
+    v, a = fleet.fakes["v"], fleet.fakes["a"]  # a's key was parked by the first test
     holders = [g for g in fleet.gateways if holds_lease(g)]
     assert len(holders) == 1
     v.behaviour.balance = 42.0
     v.seen.clear()
+    a.seen.clear()
     time.sleep(10 * PROBE_INTERVAL)
     probes = sum(1 for s in v.seen if s.path == "/v1/credits")
-    print(f"\n/v1/credits probes in {10 * PROBE_INTERVAL:.1f} s, 3 instances: {probes}")
+    checks = sum(1 for s in a.seen if s.path == "/v1/models")
+    print(
+        f"\nin {10 * PROBE_INTERVAL:.1f} s, 3 instances: {probes} balance probes, "
+        f"{checks} health checks of the parked key"
+    )
     assert 1 <= probes <= 12  # one prober: ~10; one per instance would be ~30
+    assert 1 <= checks <= 12
     wait_for(lambda: all(fleet.pool(i).accounts["team"].balance_usd == 42.0 for i in range(3)))
     # The holder stops: another instance takes the lease over and probes.
     fleet.gateways.remove(holders[0])
