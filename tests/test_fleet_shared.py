@@ -5,6 +5,7 @@ probes run on one instance only, another taking over when it stops."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -231,4 +232,37 @@ def test_manual_spend_survives_the_fleet_and_redis(fleet: Fleet, tmp_path: Path)
         assert round(rt.pool.accounts["upstream:m"].available() or 0.0, 6) == expected
     finally:
         g.stop()
+        drop_prefix(prefix)
+
+
+async def test_cooldowns_and_recoveries_travel_between_pools() -> None:
+    from tollway.gateway.limiting import connect
+    from tollway.upstreams.shared_state import SharedPoolState
+    from tollway.upstreams.target import Upstream
+
+    from .limits_support import REDIS_URL
+
+    require_redis()
+    prefix = unique_prefix()
+    pools = [Pool([Upstream("x", "http://127.0.0.1:9/v1", api_key="k")]) for _ in range(2)]
+    shared = [SharedPoolState(connect(REDIS_URL), prefix, p) for p in pools]
+    try:
+        for s in shared:
+            await s.start()
+        one, two = pools
+        one.on_failure(one.by_name["x"], retry_after=30.0)
+        await shared[0].flush()
+        deadline = time.monotonic() + 5
+        while two.health(two.by_name["x"]) != "cooldown":
+            assert time.monotonic() < deadline, "the cooldown never arrived"
+            await asyncio.sleep(0.02)
+        assert two.by_name["x"].cooldown_until - two.clock() > 25
+        one.on_success(one.by_name["x"], 5.0)  # recovered: the others stop resting it
+        await shared[0].flush()
+        while two.health(two.by_name["x"]) != "healthy":
+            assert time.monotonic() < deadline, "the recovery never arrived"
+            await asyncio.sleep(0.02)
+    finally:
+        for s in shared:
+            await s.stop()
         drop_prefix(prefix)
