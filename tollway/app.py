@@ -36,6 +36,7 @@ from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
+from tollway.upstreams.shared_state import SharedPoolState
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -137,7 +138,7 @@ class TollwayApp:
         reseed()  # a forked worker gets request ids of its own
         engine = create_engine(s.database_url)
         pool = Pool()
-        upstreams = UpstreamManager(pool, s, engine)
+        upstreams = UpstreamManager(pool, s, engine, shared=_shared_state(s, pool))
         await upstreams.start()
 
         async def load_key(key_hash: str) -> Any:
@@ -243,6 +244,14 @@ def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
         log.info("limits shared through Redis (key prefix %r)", s.redis_prefix)
         return limiter
     return LocalLimiter(seed)
+
+
+def _shared_state(s: Settings, pool: Pool) -> SharedPoolState | None:
+    """With Redis, the instances share pool health, manual spend and one probe runner."""
+    if not s.redis_url:
+        return None
+    client = connect(s.redis_url, s.redis_timeout)
+    return SharedPoolState(client, s.redis_prefix, pool, lease_ttl=s.pool_lease_ttl)
 
 
 async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:

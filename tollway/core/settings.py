@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Namespace of Tollway's Redis keys: instances sharing limits must use the same one.
     redis_prefix: str = "tollway"
     redis_timeout: float = 0.5  # seconds; an unreachable Redis refuses limited keys (503)
+    # With Redis, one instance runs balance probes and health checks; another takes over
+    # within this many seconds when it stops.
+    pool_lease_ttl: float = Field(default=10.0, gt=0)
     log_level: str = "info"
 
     # Request handling
