@@ -50,9 +50,20 @@ def _unreachable(exc: BaseException) -> str | None:
             break
     if not lost:
         return None
-    if any(type(c).__module__.startswith(DB_MODULES) for c in causes):
+    if any(type(c).__module__.startswith(DB_MODULES) or _raised_in_db(c) for c in causes):
         return "database_unavailable"
     return "service_unavailable"
+
+
+def _raised_in_db(exc: BaseException) -> bool:
+    """Whether a database driver's code raised it (SQLAlchemy lets a refused connection's
+    OSError through unwrapped)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(DB_MODULES):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def unexpected(exc: Exception, request_id: str) -> GatewayError:
