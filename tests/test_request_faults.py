@@ -4,12 +4,12 @@ answered, usage rows written, rows with the right status/error_type, and duplica
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from aiohttp import web
 
@@ -167,6 +167,24 @@ def test_upstream_idle_mid_stream_ends_with_timeout_event(fs: Stack) -> None:
     assert events[0]["choices"][0]["delta"]["content"] == "Hello "
     assert events[-1]["error"]["code"] == "upstream_idle_timeout" and right == 1
     wait_until(lambda: fs.a.streams_cut == 1)  # its connection was closed
+
+
+async def _stalled_json(request: web.Request, body: bytes) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    await resp.write(b'{"id": "x",')
+    await asyncio.sleep(3 * TIMEOUT)  # silent past the idle timeout
+    return resp
+
+
+def test_upstream_idle_mid_body_is_a_504(fs: Stack) -> None:
+    fs.a.behaviour.respond = _stalled_json
+    answers, rows = _chat(fs, 1)
+    error = answers[0].json()["error"]
+    right = sum(r["status"] == 504 and r["error_type"] == "upstream_idle_timeout" for r in rows)
+    assert figure("upstream idle mid-body", 1, rows, right) == 0
+    assert answers[0].status_code == 504 and error["code"] == "upstream_idle_timeout"
+    assert right == 1
 
 
 async def _malformed_sse(request: web.Request, body: bytes) -> web.StreamResponse:

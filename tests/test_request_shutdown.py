@@ -40,6 +40,8 @@ def _rows(db_url: str) -> list[dict[str, Any]]:
 def test_sigterm_drains_then_ends_long_streams_with_an_error_event(tmp_path: Path) -> None:
     slow = FakeUpstream("slow").start()
     fast = FakeUpstream("fast").start()
+    hung = FakeUpstream("hung").start()
+    hung.behaviour.delay = 30.0  # still waiting for it when the drain ends
     slow.behaviour.chunks, slow.behaviour.chunk_delay = 200, 0.1  # 20 s: past any drain
     fast.behaviour.chunks, fast.behaviour.chunk_delay = 5, 0.2  # 1 s: inside the drain
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'tollway.db'}"
@@ -48,6 +50,7 @@ def test_sigterm_drains_then_ends_long_streams_with_an_error_event(tmp_path: Pat
         [
             {"name": "slow", "base_url": slow.base_url, "api_key": slow.api_key, "models": ["s"]},
             {"name": "fast", "base_url": fast.base_url, "api_key": fast.api_key, "models": ["f"]},
+            {"name": "hung", "base_url": hung.base_url, "api_key": hung.api_key, "models": ["h"]},
         ],
     )
     from tollway.store.db import migrate_sync
@@ -81,6 +84,19 @@ def test_sigterm_drains_then_ends_long_streams_with_an_error_event(tmp_path: Pat
                     lines.append(line)
             results[name] = (resp.headers["x-request-id"], lines)
 
+    waiting: list[httpx.Response] = []
+
+    def wait_for_hung() -> None:
+        waiting.append(
+            httpx.post(
+                gw.url + "/v1/chat/completions",
+                json={"model": "h", "messages": MESSAGES},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+        )
+        started.release()
+
     threads = [threading.Thread(target=stream, args=(f"slow{i}", "s")) for i in range(6)]
     threads += [threading.Thread(target=stream, args=(f"fast{i}", "f")) for i in range(3)]
     try:
@@ -88,6 +104,10 @@ def test_sigterm_drains_then_ends_long_streams_with_an_error_event(tmp_path: Pat
             t.start()
         for _ in threads:
             assert started.acquire(timeout=20)  # every stream is flowing
+        waiter = threading.Thread(target=wait_for_hung)
+        waiter.start()
+        wait_until(lambda: len(hung.seen) == 1)
+        threads.append(waiter)
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
         for t in threads:
@@ -98,8 +118,12 @@ def test_sigterm_drains_then_ends_long_streams_with_an_error_event(tmp_path: Pat
         gw.stop()
         slow.stop()
         fast.stop()
+        hung.stop()
 
-    assert len(results) == 9
+    assert len(results) == 9 and len(waiting) == 1
+    refused = waiting[0]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+    assert refused.json()["error"]["code"] == "server_shutting_down"
     slow_ids = {rid for name, (rid, _) in results.items() if name.startswith("slow")}
     for name, (_, lines) in results.items():
         last = sse_events(lines)[-1]
@@ -107,12 +131,17 @@ def test_sigterm_drains_then_ends_long_streams_with_an_error_event(tmp_path: Pat
             assert last["error"]["code"] == "server_shutting_down", name
         else:
             assert lines[-1] == "data: [DONE]", name
-    wait_until(lambda: len(_rows(db_url)) >= 9)
+    wait_until(lambda: len(_rows(db_url)) >= 10)
     rows = _rows(db_url)
+    hung_id = refused.headers["x-request-id"]
     right = sum(
-        r["status"] == 200
-        and r["error_type"] == ("server_shutting_down" if r["request_id"] in slow_ids else None)
+        (r["status"], r["error_type"])
+        == (
+            (503, "server_shutting_down")
+            if r["request_id"] == hung_id
+            else (200, "server_shutting_down" if r["request_id"] in slow_ids else None)
+        )
         for r in rows
     )
-    assert figure("SIGTERM with streams longer than the drain", 9, rows, right) == 0
-    assert len(rows) == 9 and right == 9
+    assert figure("SIGTERM with streams longer than the drain", 10, rows, right) == 0
+    assert len(rows) == 10 and right == 10
