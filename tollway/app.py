@@ -147,7 +147,13 @@ class TollwayApp:
         writer = _usage_writer(s, engine)
 
         keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
-        relay = Relay(pool, s.upstream_connect_timeout, s.upstream_read_timeout, s.max_attempts)
+        relay = Relay(
+            pool,
+            s.upstream_connect_timeout,
+            s.upstream_read_timeout,
+            s.max_attempts,
+            s.upstream_first_byte_timeout,
+        )
         await relay.start()
         prices = PriceBook(await _load_prices(engine, s))
         limiter = _build_limiter(s, engine)
@@ -177,6 +183,7 @@ class TollwayApp:
                 await task
         if rt.upstreams is not None:
             await rt.upstreams.stop()
+        await _requests_settled(rt.gateway)
         await rt.sink.stop()
         if isinstance(rt.sink.writer, UsageProcess):
             await rt.sink.writer.close()
@@ -209,6 +216,17 @@ class TollwayApp:
                     log.warning("could not reload upstreams", exc_info=True)
                     continue  # try again next poll
             rt.revisions = current
+
+
+async def _requests_settled(gateway: Gateway, wait: float = 5.0) -> None:
+    """Requests that uvicorn cancelled at the end of the drain time still send their final
+    error event and emit their usage event: give them a few loop turns before the sink stops."""
+    for _ in range(int(wait / 0.01)):
+        if not gateway.open:
+            return
+        await asyncio.sleep(0.01)
+    if gateway.open:
+        log.error("%d request(s) still open at shutdown: their usage is not recorded", gateway.open)
 
 
 async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
@@ -349,7 +367,9 @@ def serve(settings: Settings | None = None) -> None:
         # No X-Forwarded-* rewriting on every request: the gateway does not use client addresses.
         proxy_headers=False,
         log_level=s.log_level,
-        timeout_graceful_shutdown=30,
+        # On SIGTERM: stop accepting, let open requests run this long, then cancel them
+        # (streams get a final `server_shutting_down` error event; see endpoint).
+        timeout_graceful_shutdown=s.shutdown_drain_seconds,
     )
 
 

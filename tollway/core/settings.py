@@ -35,8 +35,14 @@ class Settings(BaseSettings):
     # Request handling
     max_body_bytes: int = 32 * 1024 * 1024
     upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 600.0
+    # From sending the request to the answer's first byte; past it the next upstream is tried.
+    # A non-streamed answer's headers come when it is complete: long ones need more.
+    upstream_first_byte_timeout: float = Field(default=120.0, gt=0)
+    # The idle time between two reads once the answer has begun (not a whole-answer limit).
+    upstream_read_timeout: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # On SIGTERM, how long open requests may finish before streams get a final error event.
+    shutdown_drain_seconds: int = Field(default=30, ge=0)
 
     # Background work
     # Who writes usage rows: a child process (keeps the database off the event loop and its
