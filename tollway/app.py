@@ -22,6 +22,7 @@ from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
 from tollway.gateway.body_budget import BodyBudget
+from tollway.gateway.edge import EdgeLimits
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
@@ -70,6 +71,8 @@ class TollwayApp:
         self.runtime: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.web = _BuiltOnFirstUse(self._build_web)  # /v1 never needs it
+        s = self.settings  # read by the HTTP protocol for its connection limits
+        self.edge_limits = EdgeLimits(s.header_timeout, s.keep_alive_timeout, s.max_connections)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
