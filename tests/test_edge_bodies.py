@@ -153,6 +153,16 @@ def test_client_gone_mid_body_releases_its_share(stack: Stack, gate: threading.E
     wait_for(lambda: held(stack) == 0, "released after the disconnect")
 
 
+def test_refused_after_the_body_was_read_releases_its_share(stack: Stack) -> None:
+    stack.reset()
+    with pytest.raises(openai.NotFoundError):
+        stack.client().chat.completions.create(
+            model="no-such-model",
+            messages=big_message(BODY),  # type: ignore[arg-type]
+        )
+    assert held(stack) == 0
+
+
 def test_body_larger_than_the_whole_budget_is_413(stack: Stack) -> None:
     stack.reset()
     with pytest.raises(openai.APIStatusError) as err:
