@@ -20,6 +20,9 @@ from tollway.core.settings import Settings, get_settings
 from tollway.core.types import UsageEvent
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
+from tollway.gateway.auth_throttle import InvalidKeyThrottle
+from tollway.gateway.body_budget import BodyBudget
+from tollway.gateway.edge import EdgeLimits
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
@@ -69,6 +72,8 @@ class TollwayApp:
         self.runtime: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.web = _BuiltOnFirstUse(self._build_web)  # /v1 never needs it
+        s = self.settings  # read by the HTTP protocol for its connection limits
+        self.edge_limits = EdgeLimits(s.header_timeout, s.keep_alive_timeout, s.max_connections)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
@@ -146,7 +151,14 @@ class TollwayApp:
 
         writer = _usage_writer(s, engine)
 
-        keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
+        keys = KeyCache(
+            load_key,
+            s.key_cache_ttl,
+            s.negative_cache_ttl,
+            s.key_cache_size,
+            s.negative_cache_size,
+            InvalidKeyThrottle(s.invalid_key_limit, s.invalid_key_window),
+        )
         relay = Relay(
             pool,
             s.upstream_connect_timeout,
@@ -159,7 +171,10 @@ class TollwayApp:
         limiter = _build_limiter(s, engine)
         sink = UsageSink(writer, s.usage_batch_size, s.usage_flush_interval)
         sink.start()
-        gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices)
+        bodies = BodyBudget(s.max_buffered_body_bytes)
+        gateway = Gateway(
+            keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices, bodies=bodies
+        )
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
         rt.admin = await _load_admin(engine, s)

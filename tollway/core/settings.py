@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     # On SIGTERM, how long open requests may finish before streams get a final error event.
     shutdown_drain_seconds: int = Field(default=30, ge=0)
 
+    # The edge: what one client can hold of the process.
+    # Request-body bytes held in memory at once across the process; past it, 503 + Retry-After.
+    max_buffered_body_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    # Seconds from a connection's opening (or its previous response) to a complete request head.
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Seconds an idle kept-alive connection stays open after a response.
+    keep_alive_timeout: float = Field(default=5.0, gt=0)
+    # Open client connections per process; unset = (open-file limit - 64) / 2.
+    max_connections: int | None = Field(default=None, ge=1)
+    # Cached keys (known ones, unknown ones), least recently used dropped first.
+    key_cache_size: int = Field(default=100_000, ge=1)
+    negative_cache_size: int = Field(default=10_000, ge=1)
+    # Invalid keys one client address may send per window before it gets 429 (0 = off).
+    invalid_key_limit: int = Field(default=20, ge=0)
+    invalid_key_window: float = Field(default=60.0, gt=0)
+
     # Background work
     # Who writes usage rows: a child process (keeps the database off the event loop and its
     # GIL), or "inline" on the gateway's own event loop.

@@ -11,6 +11,8 @@ from tollway.core.secrets import hash_key
 from tollway.core.types import KeyRecord
 
 from .asgi import Headers
+from .auth_throttle import InvalidKeyThrottle
+from .key_lru import KeyLRU
 
 KeyLoader = Callable[[str], Awaitable[KeyRecord | None]]
 
@@ -28,24 +30,37 @@ def extract_key(headers: Headers) -> str | None:
 
 
 class KeyCache:
-    """hash -> (record or None, expiry). Unknown keys are cached too, briefly (negative cache)."""
+    """hash -> (record or None, expiry). Unknown keys are cached too, briefly (negative cache).
+    Both are bounded (least recently used dropped first), and invalid keys are throttled per
+    client address before the database is asked."""
 
-    def __init__(self, loader: KeyLoader, ttl: float = 60.0, negative_ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        loader: KeyLoader,
+        ttl: float = 60.0,
+        negative_ttl: float = 5.0,
+        size: int = 100_000,
+        negative_size: int = 10_000,
+        throttle: InvalidKeyThrottle | None = None,
+    ) -> None:
         self._loader = loader
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._entries: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._entries = KeyLRU(size, negative_size)
+        self.throttle = throttle or InvalidKeyThrottle(0, 60.0)
         self._pending: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     def clear(self) -> None:
         self._entries.clear()
 
-    async def lookup(self, raw_key: str) -> KeyRecord | None:
+    async def lookup(self, raw_key: str, client: str | None = None) -> KeyRecord | None:
         digest = hash_key(raw_key)
         entry = self._entries.get(digest)
         now = time.monotonic()
         if entry is not None and entry[1] > now:
             return entry[0]
+        if client is not None:
+            self.throttle.check(client)  # 429 for a guessing address, before the database
         pending = self._pending.get(digest)
         if pending is not None:  # one database read per key, however many arrive at once
             return await asyncio.shield(pending)
@@ -64,14 +79,19 @@ class KeyCache:
         finally:
             del self._pending[digest]
 
-    async def authenticate(self, headers: Headers) -> KeyRecord:
+    async def authenticate(
+        self, headers: Headers, client: tuple[str, int] | None = None
+    ) -> KeyRecord:
         raw = extract_key(headers)
         if raw is None:
             raise invalid_api_key(
                 "Missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`."
             )
-        record = await self.lookup(raw)
+        address = client[0] if client else None
+        record = await self.lookup(raw, address)
         if record is None:
+            if address is not None:
+                self.throttle.failed(address)
             raise invalid_api_key()
         if not record.enabled:
             raise GatewayError(403, "This API key is disabled.", "permission_error", "key_disabled")

@@ -18,9 +18,11 @@ from tollway.upstreams.pool import Pool
 from .asgi import Headers, Message, Receive, Scope, Send, header, read_body, send_bytes, send_error
 from .auth import KeyCache
 from .body import RequestInfo, inspect
+from .body_budget import BodyBudget
 from .client_link import CANCEL_MESSAGE, GONE, TASK, uncancel
 from .guard import shutting_down, unexpected
 from .limits import Admission, Limiter
+from .paths import has_dot_segment, invalid_path
 from .relay import DROP_RESPONSE, Attempt, Relay
 from .sse import SSETracker, usage_from_json
 from .upstream_http import UpstreamError, UpstreamResponse
@@ -61,6 +63,7 @@ class Gateway:
         sink: UsageSink,
         max_body_bytes: int,
         price: PriceFn | None = None,
+        bodies: BodyBudget | None = None,
     ) -> None:
         self.keys = keys
         self.pool = pool
@@ -70,11 +73,18 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.price = price
         self.open = 0  # requests in progress: shutdown waits for their usage events
+        # Request-body bytes held at once in this process (a body larger than all of it: 413).
+        self.bodies = bodies if bodies is not None else BodyBudget(4 * max_body_bytes)
+        self.body_limit = min(max_body_bytes, self.bodies.capacity)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = new_request_id()
         base: Headers = [(b"x-request-id", request_id.encode())]
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        if (b"." in raw or b"%" in raw or b"\\" in raw) and has_dot_segment(raw):
+            await send_error(send, invalid_path(), base)  # before auth and any upstream
+            return
         event: UsageEvent | None = None
         sent = [False]  # whether the response has started; failover stops there
 
@@ -84,7 +94,7 @@ class Gateway:
 
         self.open += 1
         try:
-            key = await self.keys.authenticate(scope["headers"])
+            key = await self.keys.authenticate(scope["headers"], scope.get("client"))
             method: str = scope["method"]
             path: str = scope["path"]
             event = UsageEvent(time.time(), request_id, key.id, method, path)
@@ -147,8 +157,23 @@ class Gateway:
         event: UsageEvent,
         base: Headers,
     ) -> None:
+        body = await read_body(receive, self.body_limit, self.bodies, scope["headers"])
+        try:
+            await self._forward(scope, receive, send, key, event, base, body)
+        finally:
+            self.bodies.release(len(body))  # every way out: answered, refused, failed, gone
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        key: KeyRecord,
+        event: UsageEvent,
+        base: Headers,
+        body: bytes,
+    ) -> None:
         headers: Headers = scope["headers"]
-        body = await read_body(receive, self.max_body_bytes)
         info = inspect(event.endpoint, header(headers, b"content-type"), body)
         model = info.model
         event.model = model

@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from .client_link import client_lost
+from .edge import HEAD_TIMEOUT, REFUSAL, edge_for
 
 
 class CoalescingTransport:
@@ -63,15 +66,78 @@ class CoalescingTransport:
 
 
 class TollwayHttpProtocol(HttpToolsProtocol):
-    """`tollway serve`'s HTTP protocol: uvicorn's, over a `CoalescingTransport`, and it tells
-    a request whose client left (see `client_link`)."""
+    """`tollway serve`'s HTTP protocol: uvicorn's, over a `CoalescingTransport`, with the
+    connection limits of `edge.py` (a head timeout from the connection's start or its last
+    response, an idle timeout, a cap on open connections), and it tells a request whose client
+    left (see `client_link`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.edge = edge_for(server_state, self.app)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._waiting_since = 0.0
+        self._scope_at_wait: Any = None  # a new scope since then = a request head began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wrapped = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)  # type: ignore[arg-type]
+        edge = self.edge
+        if len(self.connections) > edge.cap and not edge.make_room():
+            self.transport.write(REFUSAL)  # every connection is in a request: refuse this one
+            self.transport.close()
+            return
+        self._wait_for_head(edge.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             client_lost(cycle.scope)  # type: ignore[arg-type]
         super().connection_lost(exc)
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with the wait for the next head in place of its keep-alive timer.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._wait_for_head(self.edge.idle_timeout)
+
+    def _wait_for_head(self, idle_limit: float) -> None:
+        self._waiting_since = self.loop.time()
+        self._scope_at_wait = self.scope
+        self.edge.waiting[self] = None
+        self._head_timer = self.loop.call_later(idle_limit, self._head_timeout)
+
+    def _stop_waiting(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+            self.edge.waiting.pop(self, None)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.scope is not self._scope_at_wait:  # part of a head came: it has until the end
+            left = self._waiting_since + self.edge.limits.header_timeout - self.loop.time()
+            if left > 0:
+                self._head_timer = self.loop.call_later(left, self._head_timeout)
+                return
+            self.transport.write(HEAD_TIMEOUT)
+        self.edge.waiting.pop(self, None)
+        self.transport.close()
