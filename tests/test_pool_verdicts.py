@@ -207,7 +207,12 @@ def sdk_client(rig: Rig) -> openai.OpenAI:
         max_retries=0,
         organization="org-client",
         project="proj_client",
-        default_headers={"X-Title": "client's own title", "anthropic-version": "2023-06-01"},
+        default_headers={
+            "X-Title": "client's own title",
+            "anthropic-version": "2023-06-01",
+            "x-goog-user-project": "client-billing-project",
+            "x-goog-api-key": "client-credential",
+        },
     )
 
 
@@ -219,6 +224,7 @@ def test_account_selecting_headers_never_reach_the_upstream(
     sdk_client(rig).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     got = (a.seen or b.seen)[-1].headers
     assert "OpenAI-Organization" not in got and "OpenAI-Project" not in got
+    assert "x-goog-user-project" not in got and "x-goog-api-key" not in got
     # What does not choose an account still goes: the SDK's own, anthropic-*, titles.
     assert got["X-Title"] == "client's own title" and got["anthropic-version"] == "2023-06-01"
     assert got["X-Stainless-Lang"] == "python" and got["User-Agent"].startswith("OpenAI/Python")
@@ -226,15 +232,19 @@ def test_account_selecting_headers_never_reach_the_upstream(
 
 
 def test_an_upstream_sets_its_own_headers_and_may_pass_account_headers(
-    fakes: tuple[FakeUpstream, FakeUpstream], rigs: list[Rig], tmp_path: Path
+    fakes: tuple[FakeUpstream, FakeUpstream],
+    rigs: list[Rig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b = fakes
+    monkeypatch.setenv("TW_TEST_REFERER", "https://gw.example.com")
     config = {
         "upstreams": [
             entry(a, ["ma"]),
             {
                 **entry(b, ["mb"]),
-                "headers": {"HTTP-Referer": "https://gw.example.com", "X-Title": "Tollway"},
+                "headers": {"HTTP-Referer": "${TW_TEST_REFERER}", "X-Title": "Tollway"},
                 "pass_headers": ["OpenAI-Organization"],
             },
         ]
@@ -250,3 +260,10 @@ def test_an_upstream_sets_its_own_headers_and_may_pass_account_headers(
     assert got_b["HTTP-Referer"] == "https://gw.example.com"
     assert got_b.getall("X-Title") == ["Tollway"]  # the upstream's replaces the client's
     assert got_b["Authorization"] == f"Bearer {b.api_key}"
+
+    # Active health checks send them too.
+    pool = rig.rt.pool
+    pool.on_failure(pool.by_name["b"])
+    rig.call(rig.rt.upstreams.check_health())  # type: ignore[union-attr]
+    check = b.seen[-1]
+    assert check.path == "/v1/models" and check.headers["HTTP-Referer"] == "https://gw.example.com"
