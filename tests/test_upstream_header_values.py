@@ -52,6 +52,7 @@ def write(path: Path, text: str) -> Path:
         ('headers: {X-Title: "a\\nX-Injected: yes"}', "the value of X-Title contains a control"),
         ('headers: {"Bad Name": "v"}', "not a valid header name"),
         ("headers: {Host: evil.example}", "Host is set by Tollway"),
+        ("headers: {Authorization: Basic eA==}", "Authorization is set by Tollway"),
         ("headers: {Content-Length: '1'}", "Content-Length is set by Tollway"),
         ("pass_headers: [Authorization]", "Authorization is never passed"),
     ],
@@ -66,6 +67,16 @@ def test_yaml_refuses_control_characters_and_reserved_headers(
     with pytest.raises(ConfigError, match=message) as err:
         load_upstreams(cfg)
     assert "X-Injected" not in str(err.value) and "sk-1" not in str(err.value)
+
+
+def test_yaml_refuses_a_control_character_in_base_url(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "t.yaml",
+        'upstreams:\n  - {name: x, base_url: "http://a/v1\\r\\nX-Injected: yes"}\n',
+    )
+    with pytest.raises(ConfigError, match="upstream x: base_url contains a control") as err:
+        load_upstreams(cfg)
+    assert "X-Injected" not in str(err.value)
 
 
 def test_key_list_entry_with_a_control_character_is_refused(tmp_path: Path) -> None:
