@@ -53,6 +53,9 @@ class FakeUpstream:
         self.extra_keys: set[str] = set()  # more keys it accepts (several keys, one account)
         self.models = [f"{name}-model"]  # what its own GET /v1/models lists
         self.behaviour = Behaviour()
+        # Scripted answers: a request whose raw body contains the marker gets (status, body)
+        # (a dict is sent as JSON, bytes as they are). b"" matches every request.
+        self.scripted: dict[bytes, tuple[int, Any]] = {}
         self.seen: list[Seen] = []
         self.port = 0
         self.stream_finished = threading.Event()
@@ -105,6 +108,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.behaviour = Behaviour()
+        self.scripted.clear()
         self.seen.clear()
         self.stream_finished.clear()
         self.cancelled.clear()
@@ -136,9 +140,13 @@ class FakeUpstream:
         b = self.behaviour
         auth = request.headers.get("Authorization", "")
         if auth != f"Bearer {self.api_key}" and auth[7:] not in self.extra_keys:
-            return _error(
-                401, f"Incorrect API key provided: {request.headers.get('Authorization')}"
-            )
+            message = f"Incorrect API key provided: {request.headers.get('Authorization')}"
+            return _error(401, message, code="invalid_api_key")  # as OpenAI says it
+        for marker, (status, answer) in self.scripted.items():
+            if marker in body:
+                if isinstance(answer, bytes):
+                    return web.Response(status=status, body=answer)
+                return web.json_response(answer, status=status, dumps=_dumps)
         if b.respond is not None:
             return await b.respond(request, body)
         if request.method == "GET" and request.path in ("/v1/credits", "/v1/key"):
@@ -155,9 +163,10 @@ class FakeUpstream:
             return _error(429, "Rate limit reached", "rate_limit_error", headers)
         if b.mode == "no_credit":  # OpenAI's answer for an account without credit
             message = "You exceeded your current quota, please check your plan and billing."
-            return _error(429, message, "insufficient_quota")
+            return _error(429, message, "insufficient_quota", code="insufficient_quota")
         if b.mode == "reject_key":
-            return _error(401, f"Incorrect API key provided: {self.api_key}")
+            message = f"Incorrect API key provided: {self.api_key}"
+            return _error(401, message, code="invalid_api_key")
         path = request.path
         if path == "/v1/chat/completions" or path == "/v1/completions":
             data = orjson.loads(body)
@@ -317,6 +326,7 @@ def _error(
     message: str,
     type: str = "invalid_request_error",
     headers: dict[str, str] | None = None,
+    code: str | None = None,
 ) -> web.Response:
-    body = {"error": {"message": message, "type": type, "param": None, "code": None}}
+    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
     return web.json_response(body, status=status, headers=headers, dumps=_dumps)

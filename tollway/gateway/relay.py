@@ -9,36 +9,11 @@ from dataclasses import dataclass
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
-from tollway.upstreams.verdict import CREDIT_STATUSES, out_of_credit
+from tollway.upstreams.verdict import JUDGED_STATUSES, key_rejected, out_of_credit
 
 from .asgi import Headers
 from .body import RequestInfo, body_for
 from .upstream_http import UpstreamClient, UpstreamError, UpstreamResponse
-
-# Never forwarded to an upstream: hop-by-hop headers, the client's credentials, and what our
-# upstream client sets itself (host, length, accept-encoding).
-DROP_REQUEST = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"accept-encoding",
-        b"expect",
-        b"authorization",
-        b"x-api-key",
-        b"api-key",
-        b"cookie",
-        b"x-request-id",
-    }
-)
 
 # Never passed back to the client: hop-by-hop headers and what we recompute (we set the
 # length ourselves; a gzip/deflate body arrives decoded, see `endpoint.DROP_ENCODED` for
@@ -64,7 +39,6 @@ DROP_RESPONSE = frozenset(
 )
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-KEY_REJECTED_STATUS = frozenset({401, 402, 403})
 
 
 @dataclass(slots=True)
@@ -110,15 +84,14 @@ class Relay:
 
     @staticmethod
     def forward_headers(headers: Headers, up: Upstream, request_id: str) -> bytes:
-        """The request's header lines for one upstream: the client's own minus DROP_REQUEST,
-        our credentials for this upstream, the request id, and no compression asked for."""
-        lines = [
-            name + b": " + value + b"\r\n" for name, value in headers if name not in DROP_REQUEST
-        ]
-        if up.auth_header:
-            lines.append(b"authorization: " + up.auth_header + b"\r\n")
+        """The request's header lines for one upstream: the client's own minus what this
+        upstream drops (`up.drop_request`: hop-by-hop, credentials, account selectors it does
+        not pass, names it sets itself), the request id, then its precomputed fixed lines
+        (our credentials, its configured headers, no compression asked for)."""
+        drop = up.drop_request
+        lines = [name + b": " + value + b"\r\n" for name, value in headers if name not in drop]
         lines.append(b"x-request-id: " + request_id.encode() + b"\r\n")
-        lines.append(b"accept-encoding: identity\r\n")
+        lines.append(up.fixed_lines)
         return b"".join(lines)
 
     async def send(
@@ -240,16 +213,14 @@ class Relay:
 
     async def _judge(self, attempt: Attempt) -> str:
         """ "" when the answer goes to the client; else why not, after telling the pool:
-        "ok" (retryable, may still pass through), "key" or "credit" (never passes through)."""
+        "ok" (retryable, may still pass through), "key" or "credit" (never passes through).
+        Only structured evidence parks a key or an account (see upstreams/verdict.py): a 403,
+        or a 400 quoting the client's prompt, goes to that client and changes nothing."""
         up, response = attempt.upstream, attempt.response
         status = response.status
-        if status < 400 or (
-            status not in RETRYABLE_STATUS
-            and status not in CREDIT_STATUSES
-            and status not in KEY_REJECTED_STATUS
-        ):
+        if status < 400 or (status not in RETRYABLE_STATUS and status not in JUDGED_STATUSES):
             return ""
-        if status in CREDIT_STATUSES:
+        if status in JUDGED_STATUSES:
             try:
                 text = await response.read()  # small error bodies; kept for pass-through
             except (UpstreamError, TimeoutError):
@@ -257,11 +228,11 @@ class Relay:
             if out_of_credit(status, text):
                 self.pool.on_exhausted(up, status)
                 return "credit"
-            if status == 400:
+            if key_rejected(status, text):
+                self.pool.on_key_rejected(up, status)
+                return "key"
+            if status not in RETRYABLE_STATUS:
                 return ""
-        if status in KEY_REJECTED_STATUS:
-            self.pool.on_key_rejected(up, status)
-            return "key"
         retry_after = parse_retry_after(response.header(b"retry-after"))
         self.pool.on_failure(up, retry_after if status == 429 else None, f"HTTP {status}")
         return "ok"

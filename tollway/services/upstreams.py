@@ -32,6 +32,7 @@ from tollway.store.queries import as_utc, bump_revision, utcnow
 from tollway.store.tables import upstreams as table
 from tollway.upstreams.crypto import SecretBox, SecretKeyMissing, secret_box
 from tollway.upstreams.dbsource import upstream_from_row
+from tollway.upstreams.headers import check_value
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
@@ -52,6 +53,15 @@ class _Fields(BaseModel):
         v = v.strip().rstrip("/")
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        check_value(v, "base_url")
+        return v
+
+    @field_validator("api_key", check_fields=False)
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        # It becomes a header line: a CR or LF would inject headers. Never echo the value.
+        if v is not None:
+            check_value(v, "api_key")
         return v
 
     @field_validator("models", check_fields=False)

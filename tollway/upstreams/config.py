@@ -11,6 +11,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .headers import check_headers, check_value, has_control
 from .policy import PoolPolicy
 from .target import Upstream
 
@@ -69,6 +70,11 @@ class UpstreamConfig(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     manual_balance_usd: float | None = None
+    # Sent on every request to this upstream (e.g. OpenRouter's HTTP-Referer / X-Title);
+    # values may use ${VAR}. A client's header of the same name is replaced.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Account-selecting client headers (OpenAI-Organization, OpenAI-Project) let through.
+    pass_headers: list[str] = Field(default_factory=list)
     # Keys from PocketBase; `key_list` is then the fallback when PocketBase is unreachable.
     pocketbase: PocketBaseConfig | None = None
 
@@ -149,21 +155,40 @@ def _build(
 ) -> Upstream:
     models = cfg.model_set()
     modelless = cfg.serves_modelless if cfg.serves_modelless is not None else models is None
-    return Upstream(
-        name=name,
-        base_url=expand_env(cfg.base_url),
-        api_key=api_key,
-        models=models,
-        aliases=dict(cfg.aliases),
-        weight=cfg.weight,
-        account=account,
-        serves_modelless=modelless,
-        provider=cfg.provider,
-        source=source,
-        rpm=cfg.rpm,
-        tpm=cfg.tpm,
-        manual_balance_usd=cfg.manual_balance_usd,
-    )
+    try:
+        return Upstream(
+            name=name,
+            base_url=expand_env(cfg.base_url),
+            api_key=api_key,
+            models=models,
+            aliases=dict(cfg.aliases),
+            weight=cfg.weight,
+            account=account,
+            serves_modelless=modelless,
+            provider=cfg.provider,
+            source=source,
+            rpm=cfg.rpm,
+            tpm=cfg.tpm,
+            manual_balance_usd=cfg.manual_balance_usd,
+            headers={n: expand_env(v) for n, v in cfg.headers.items()},
+            pass_headers=frozenset(cfg.pass_headers),
+        )
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a control character: the message names no value
+        raise ConfigError(str(exc)) from None
+
+
+def check_entry(cfg: UpstreamConfig) -> None:
+    """What becomes a request line or header, after ${VAR} expansion: no control
+    characters, valid header names. Errors name the upstream, never a value."""
+    try:
+        check_value(expand_env(cfg.base_url), "base_url")
+        if cfg.api_key:
+            check_value(expand_env(cfg.api_key), "api_key")
+        check_headers({n: expand_env(v) for n, v in cfg.headers.items()}, cfg.pass_headers)
+    except ValueError as exc:
+        raise ConfigError(f"upstream {cfg.name}: {exc}") from None
 
 
 def load_key_list(path: Path) -> list[dict[str, str]]:
@@ -179,6 +204,8 @@ def load_key_list(path: Path) -> list[dict[str, str]]:
     for i, item in enumerate(keys):
         if not isinstance(item, dict) or not item.get("api_key"):
             raise ConfigError(f"{path}: keys[{i}] has no api_key")
+        if has_control(str(item["api_key"])):
+            raise ConfigError(f"{path}: keys[{i}]: api_key contains a control character")
         out.append(
             {
                 "name": str(item.get("name") or f"key-{i + 1}"),
@@ -250,6 +277,11 @@ def read_config(path: Path) -> GatewayConfig:
     for model, targets in config.routing.fallbacks.items():
         if model in targets:
             raise ConfigError(f"{path}: model {model} falls back to itself")
+    for cfg in config.upstreams:
+        try:
+            check_entry(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return config
 
 

@@ -56,5 +56,8 @@ async def load_db_upstreams(engine: AsyncEngine, box: SecretBox | None) -> list[
                     "upstream %s: its key was encrypted with another secret key; skipped", row.name
                 )
                 continue
-        result.append(upstream_from_row(row, key))
+        try:
+            result.append(upstream_from_row(row, key))
+        except ValueError as exc:  # a control character; the message names no value
+            log.error("%s; skipped", exc)
     return result

@@ -320,4 +320,6 @@ class UpstreamManager:
 
 
 def _auth(up: Upstream) -> dict[str, str]:
-    return {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
+    """Health checks and model discovery send what the relay sends: its headers, our key."""
+    auth = {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
+    return {**up.headers, **auth}

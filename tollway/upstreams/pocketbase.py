@@ -11,12 +11,16 @@ Records carry `name`, `api_key` and optionally `mail` (the account) and `enabled
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from .config import PocketBaseConfig, expand_env
+from .headers import has_control
+
+log = logging.getLogger("tollway.upstreams")
 
 MAX_PAGES = 1000
 
@@ -76,6 +80,13 @@ def keys_from_records(records: list[Any]) -> list[dict[str, str]]:
         if not isinstance(api_key, str) or not api_key.strip():
             continue
         name = str(rec.get("name") or rec.get("id") or f"key-{i + 1}")
+        if has_control(api_key.strip()):
+            log.error(
+                "PocketBase record %s (%r): api_key contains a control character; skipped",
+                rec.get("id") or i + 1,
+                name,
+            )
+            continue
         if name in names:  # names should be unique; the record id makes them so
             name = f"{name}-{rec.get('id') or i + 1}"
         names.add(name)

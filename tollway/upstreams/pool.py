@@ -211,7 +211,8 @@ class Pool:
             self.watcher.upstream_changed(up)
 
     def on_key_rejected(self, up: Upstream, status: int) -> None:
-        """401/403: this key is out of rotation; it gets a trial again after a long rest."""
+        """A 401 about our key (upstreams/verdict.py): this key is out of rotation; it gets a
+        trial again after a long rest."""
         p = self.policy
         up.failures += 1
         up.rejections += 1
@@ -223,8 +224,9 @@ class Pool:
             self.watcher.upstream_changed(up)
 
     def on_exhausted(self, up: Upstream, status: int) -> None:
-        """402 or an "insufficient balance/quota" answer: the whole account is out of
-        rotation until a probe shows a top-up, an admin sets a balance, or the rest ends."""
+        """402 or a structured out-of-credit code (upstreams/verdict.py): the whole account is
+        out of rotation until a probe shows a top-up, an admin sets a balance, or the rest
+        ends."""
         up.failures += 1
         up.last_error = f"account out of credit (HTTP {status})"
         acct = up.acct

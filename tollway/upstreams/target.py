@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .headers import check_headers, check_value, client_drop_set, fixed_lines
+
 
 @dataclass(slots=True, eq=False)
 class Account:
@@ -43,12 +45,14 @@ class Upstream:
     tpm: int | None = None  # the provider's token cap for this key, per minute
     manual_balance_usd: float | None = None
     db_id: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent on every request to it
+    pass_headers: frozenset[str] = frozenset()  # account-selecting client headers it lets through
 
     # Live state (one process)
     in_flight: int = 0
     cooldown_until: float = 0.0  # monotonic; passive health after errors / 429
     consecutive_failures: int = 0
-    parked_until: float = 0.0  # key rejected (401/403): out of rotation until then
+    parked_until: float = 0.0  # key rejected (a 401 about our key): out of rotation until then
     rejections: int = 0
     latency_ewma_ms: float | None = None
     requests: int = 0
@@ -60,10 +64,23 @@ class Upstream:
     tok_window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     acct: Account = field(default_factory=lambda: Account(""))
     auth_header: bytes = b""
+    # Precomputed for the relay: client header names not forwarded, and the lines it appends.
+    drop_request: frozenset[bytes] = frozenset()
+    fixed_lines: bytes = b""
 
     def __post_init__(self) -> None:
+        """Raises ValueError (naming the upstream, never a value) on a control character in
+        anything that becomes a request line or header: nothing can inject a header line."""
+        check_value(self.base_url, f"upstream {self.name}: base_url")
+        check_value(self.api_key, f"upstream {self.name}: api_key")
+        try:
+            check_headers(self.headers, self.pass_headers)
+        except ValueError as exc:
+            raise ValueError(f"upstream {self.name}: {exc}") from None
         self.base_url = self.base_url.rstrip("/")
         self.auth_header = f"Bearer {self.api_key}".encode() if self.api_key else b""
+        self.drop_request = client_drop_set(self.headers, self.pass_headers)
+        self.fixed_lines = fixed_lines(self.auth_header, self.headers)
 
     def settings_key(self) -> tuple[object, ...]:
         """Everything configured (none of the live state): equal means "the same upstream"."""
@@ -82,6 +99,8 @@ class Upstream:
             self.tpm,
             self.manual_balance_usd,
             self.db_id,
+            sorted(self.headers.items()),
+            sorted(self.pass_headers),
         )
 
     @property
