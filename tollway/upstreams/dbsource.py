@@ -45,14 +45,15 @@ async def load_db_upstreams(engine: AsyncEngine, box: SecretBox | None) -> list[
         key = ""
         if row.api_key_enc:
             if box is None:
-                log.error("upstream %s: no server secret to decrypt its key; skipped", row.name)
+                log.error(
+                    "upstream %s: no TOLLWAY_SECRET_KEY to decrypt its key; skipped", row.name
+                )
                 continue
             try:
                 key = box.decrypt(row.api_key_enc)
             except UndecryptableSecret:
                 log.error(
-                    "upstream %s: its key was encrypted with another server secret; skipped",
-                    row.name,
+                    "upstream %s: its key was encrypted with another secret key; skipped", row.name
                 )
                 continue
         result.append(upstream_from_row(row, key))
