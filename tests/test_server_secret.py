@@ -13,7 +13,12 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tollway.core.server_secret import BadSecretFile, server_secret, write_secret_file
+from tollway.core.server_secret import (
+    BadSecretFile,
+    secret_path,
+    server_secret,
+    write_secret_file,
+)
 from tollway.core.settings import Settings, get_settings
 from tollway.store.db import create_engine
 from tollway.store.tables import upstreams as upstreams_table
@@ -169,3 +174,22 @@ def test_the_secret_comes_from_the_environment_or_a_private_file(tmp_path: Path)
     chosen = tmp_path / "elsewhere" / "secret"
     write_secret_file(chosen, "three")
     assert server_secret(Settings(database_url=url, secret_key_file=chosen)) == "three"
+    pg = Settings(database_url="postgresql+asyncpg://u@127.0.0.1/db")
+    assert secret_path(pg) == Path("tollway.secret")  # the current directory
+
+
+def test_rotation_with_the_secret_in_the_environment_prints_the_new_one(
+    install: str, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOLLWAY_SECRET_KEY", "the-old-shared-secret")
+    get_settings.cache_clear()
+    assert "TOLLWAY_SECRET_KEY (nothing stored)" in cli("init")
+    cli(
+        "upstreams", "add", "-n", "db", "--base-url", upstream.base_url,
+        "--api-key", upstream.api_key, "--models", "db-model",
+    )  # fmt: skip
+    out = cli("rotate-secret", "--yes")
+    new = next(w for w in out.split() if w.startswith("tws-"))
+    [token] = _tokens(install)
+    assert SecretBox(new.encode()).decrypt(token) == upstream.api_key
+    assert not list(Path.cwd().glob("*.secret*"))  # nothing written to disk
