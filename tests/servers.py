@@ -63,6 +63,7 @@ class GatewayThread:
             lifespan="on",
             access_log=False,
             log_level="warning",
+            proxy_headers=False,  # as `tollway serve`: TOLLWAY_FORWARDED_ALLOW_IPS decides
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="tollway", daemon=True)

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from tollway.core.throttle import FailureThrottle
+
 from .fixtures_gateway import Stack
 
 SECRET = "fuzz-admin-secret-0123456789abcdef"
@@ -20,6 +22,11 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = Stack(tmp_path_factory.mktemp("fuzz"), admin_secret=SecretStr(SECRET))
+    # Schemathesis sends hundreds of wrong secrets on purpose (each must be a 401): no
+    # lock-out here (the throttle has its own tests in test_admin_proxy.py).
+    runtime = s.gateway.app.runtime
+    assert runtime is not None
+    runtime.admin_failures = FailureThrottle(max_failures=10**9)
     yield s
     s.stop()
 

@@ -67,7 +67,7 @@ def test_login_sets_a_strict_httponly_session_and_logout_ends_it(
     assert cookie["expires"] > time.time() + 3600
     assert not cookie["secure"]  # plain http on 127.0.0.1; https gets Secure
     assert ADMIN_SECRET not in cookie["value"]
-    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log out", exact=True).click()
     page.wait_for_url("**/login")
     page.goto("/")
     assert "/login" in page.url

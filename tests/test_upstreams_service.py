@@ -90,15 +90,21 @@ async def test_crud_masks_and_encrypts(engine: AsyncEngine) -> None:
     assert (await queries.read_revisions(engine))["upstreams"] == before + 5  # failures: none
 
 
-def test_secret_key_comes_from_settings() -> None:
+def test_secret_key_comes_from_settings(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'none.db'}"  # no secret file beside it
+    admin = SecretStr("admin-pw")
     with pytest.raises(SecretKeyMissing):
-        secret_box(Settings(secret_key=None, admin_secret=None))
-    from_admin = secret_box(Settings(admin_secret=SecretStr("admin-pw")))
-    token = from_admin.encrypt(KEY)
-    assert secret_box(Settings(admin_secret=SecretStr("admin-pw"))).decrypt(token) == KEY
-    own = secret_box(Settings(secret_key=SecretStr("k1"), admin_secret=SecretStr("admin-pw")))
+        secret_box(Settings(database_url=url, secret_key=None, admin_secret=None))
+    with pytest.raises(SecretKeyMissing):  # the admin secret never encrypts new rows
+        secret_box(Settings(database_url=url, admin_secret=admin))
+    legacy = SecretBox(b"admin-pw").encrypt(KEY)  # what older versions stored
+    reader = secret_box(Settings(database_url=url, admin_secret=admin), reading=True)
+    assert reader.decrypt(legacy) == KEY
+    own = secret_box(Settings(database_url=url, secret_key=SecretStr("k1"), admin_secret=admin))
+    assert own.decrypt(legacy) == KEY  # older rows are still read
+    token = own.encrypt(KEY)
     with pytest.raises(ValueError):
-        own.decrypt(token)  # TOLLWAY_SECRET_KEY wins over the admin secret
+        SecretBox(b"admin-pw").decrypt(token)  # new rows: the server secret only
 
 
 async def test_secret_absent_from_the_sqlite_file(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.core.errors import error_body
 from tollway.core.ids import new_request_id, reseed
+from tollway.core.server_secret import ensure_server_secret, server_secret
 from tollway.core.settings import Settings, get_settings
+from tollway.core.throttle import FailureThrottle
 from tollway.core.types import UsageEvent
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
@@ -34,7 +36,7 @@ from tollway.gateway.usage_process import UsageProcess
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
-from tollway.store.db import create_engine, migrate_sync
+from tollway.store.db import create_engine, is_sqlite, migrate_sync
 from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
@@ -64,6 +66,8 @@ class Runtime:
     upstreams: UpstreamManager | None = None  # sources, probes; fills `pool`
     admin: AdminVerifier | None = None  # checks the admin secret (API, UI)
     prices: PriceBook | None = None  # the gateway's price function; reloaded on change
+    # Failed admin-secret attempts per client address (UI login and admin API alike).
+    admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
 
 
 class TollwayApp:
@@ -74,8 +78,15 @@ class TollwayApp:
         self.web = _BuiltOnFirstUse(self._build_web)  # /v1 never needs it
         s = self.settings  # read by the HTTP protocol for its connection limits
         self.edge_limits = EdgeLimits(s.header_timeout, s.keep_alive_timeout, s.max_connections)
+        self._proxied = _trusting_proxies(self._route, self.settings.forwarded_allow_ips)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._proxied is None:
+            await self._route(scope, receive, send)
+        else:
+            await self._proxied(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             assert self.runtime is not None, "lifespan did not run"
             await self.runtime.gateway(scope, receive, send)
@@ -141,6 +152,11 @@ class TollwayApp:
         s = self.settings
         self.loop = asyncio.get_running_loop()
         reseed()  # a forked worker gets request ids of its own
+        if is_sqlite(s.database_url):  # one host: the secret file lives beside the database
+            created = ensure_server_secret(s)
+            if created is not None:
+                log.info("server secret created in %s (mode 0600)", created)
+        server_secret(s)  # a secret file others can read stops the start (BadSecretFile)
         engine = create_engine(s.database_url)
         pool = Pool()
         upstreams = UpstreamManager(pool, s, engine, shared=_shared_state(s, pool))
@@ -332,6 +348,18 @@ class _BuiltOnFirstUse:
             return self._app
 
 
+def _trusting_proxies(app: Callable[[Scope, Receive, Send], Any], allow: str) -> Any:
+    """uvicorn's ProxyHeadersMiddleware over the whole app (/v1 included) when proxies are
+    listed: X-Forwarded-For/-Proto from those addresses set the client address and scheme;
+    from any other address they are ignored. None when no proxy is trusted (the default)."""
+    hosts = [h.strip() for h in allow.split(",") if h.strip()]
+    if not hosts:
+        return None
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    return ProxyHeadersMiddleware(app, trusted_hosts=hosts)  # type: ignore[arg-type]
+
+
 def _with_request_id(send: Send) -> Send:
     """Every response carries an x-request-id, the web side's too."""
     request_id = new_request_id().encode()
@@ -379,7 +407,8 @@ def serve(settings: Settings | None = None) -> None:
         http=TollwayHttpProtocol,
         lifespan="on",
         access_log=False,
-        # No X-Forwarded-* rewriting on every request: the gateway does not use client addresses.
+        # Forwarded headers are honoured by TollwayApp itself, and only from
+        # TOLLWAY_FORWARDED_ALLOW_IPS (uvicorn's own default would trust 127.0.0.1).
         proxy_headers=False,
         log_level=s.log_level,
         # On SIGTERM: stop accepting, let open requests run this long, then cancel them

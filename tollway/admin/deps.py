@@ -73,6 +73,16 @@ async def require_admin(
 ) -> None:
     rt = get_runtime(request)
     presented = credentials.credentials if credentials is not None else None
+    client = request.client.host if request.client else "?"  # the real one behind a proxy
+    wait = rt.admin_failures.retry_after(client)
+    if wait:  # refused without looking at the secret: guessing gets nowhere
+        raise GatewayError(
+            429,
+            f"Too many wrong admin secrets from this address; try again in {wait} s.",
+            "requests",
+            "admin_auth_throttled",
+            headers={"Retry-After": str(wait)},
+        )
     verifier = await _verifier(request, rt, fresh=False)
     if verifier.check(presented):
         return
@@ -87,6 +97,7 @@ async def require_admin(
     if presented is None:
         raise unauthorized("Missing admin secret: send `Authorization: Bearer <admin secret>`.")
     if not verifier.check(presented):
+        rt.admin_failures.fail(client)
         raise unauthorized("Wrong admin secret.")
 
 

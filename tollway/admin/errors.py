@@ -54,6 +54,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong admin secret"},
     404: {"model": ErrorResponse, "description": "No such object"},
     422: {"model": ErrorResponse, "description": "Invalid parameters or body"},
+    429: {"model": ErrorResponse, "description": "Too many wrong admin secrets from this address"},
     503: {"model": ErrorResponse, "description": "Admin API not configured"},
 }
 

@@ -50,6 +50,7 @@ class Backend(Protocol):
         self, upstream_id: int, model: str | None
     ) -> ups.UpstreamTestResult: ...
     async def upstream_status(self) -> list[ups.UpstreamStatus]: ...
+    async def revoke_sessions(self) -> int: ...
 
 
 class Local:
@@ -121,6 +122,11 @@ class Local:
         manager = UpstreamManager(Pool(), self.settings, self.engine)
         await manager.reload_db()
         return await ups.upstream_status(manager.pool)
+
+    async def revoke_sessions(self) -> int:
+        from tollway.services import sessions
+
+        return await sessions.revoke_all(self.engine)
 
 
 def _query(params: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +233,10 @@ class Remote:
 
     async def upstream_status(self) -> list[ups.UpstreamStatus]:
         return await self._list(ups.UpstreamStatus, "GET", "/upstreams/status")
+
+    async def revoke_sessions(self) -> int:
+        data = (await self._send("POST", "/sessions/revoke")).json()
+        return int(data["generation"])
 
 
 def _message(resp: httpx.Response) -> str:

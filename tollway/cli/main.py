@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
-from tollway.cli import keys_cmds, upstream_cmds, usage_cmds
+from tollway.cli import keys_cmds, secret_cmds, upstream_cmds, usage_cmds
 from tollway.cli.backend import Local, run_local, sqlite_file
 from tollway.cli.output import fail, out
 from tollway.core.settings import get_settings
@@ -49,7 +49,8 @@ def init(
         typer.Option("--reset-admin-secret", help="Replace the stored admin secret."),
     ] = False,
 ) -> None:
-    """Create the database or bring its schema up to date; create the admin secret once."""
+    """Create the database or bring its schema up to date; create the admin secret and the
+    server secret once."""
     settings = get_settings()
     path = sqlite_file(settings.database_url)
     if path is not None:
@@ -63,6 +64,7 @@ def init(
 
     secret = run_local(work, creating=True)
     out.print(f"Database ready: {_where(settings.database_url)}")
+    secret_cmds.init_server_secret(settings)
     if secret is not None:
         out.print("Admin secret (for the admin API, the web UI and `--url`):")
         typer.echo(f"\n    {secret}\n")  # plain echo: never wrapped or styled, easy to copy
@@ -102,3 +104,5 @@ app.command("delete-key")(keys_cmds.delete_key)
 app.command("key-stats")(usage_cmds.key_stats)
 app.command("usage")(usage_cmds.usage_report)
 app.add_typer(upstream_cmds.app)
+app.command("logout-everywhere")(secret_cmds.logout_everywhere)
+app.command("rotate-secret")(secret_cmds.rotate_secret)

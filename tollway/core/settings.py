@@ -21,8 +21,12 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./tollway.db"
     config: Path | None = None
     admin_secret: SecretStr | None = None
-    # Encrypts upstream secrets stored in the database; derived from the admin secret if unset.
+    # The server secret: encrypts upstream keys stored in the database and signs UI sessions.
+    # Never stored in the database; when unset it is read from `secret_key_file`.
     secret_key: SecretStr | None = None
+    # Where `tollway init` writes the server secret (mode 0600) when TOLLWAY_SECRET_KEY is unset.
+    # Default: beside a SQLite database (`<database>.secret`), else ./tollway.secret.
+    secret_key_file: Path | None = None
     redis_url: str | None = None
     # Namespace of Tollway's Redis keys: instances sharing limits must use the same one.
     redis_prefix: str = "tollway"
@@ -72,6 +76,9 @@ class Settings(BaseSettings):
 
     # Web UI: how long an admin stays logged in (seconds).
     ui_session_ttl: float = Field(default=12 * 3600, gt=0)
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
+    # networks, "*" for any). Empty: none, the connecting address is the client.
+    forwarded_allow_ips: str = ""
 
     def config_path(self) -> Path | None:
         """TOLLWAY_CONFIG, or ./tollway.yaml when it exists: one file to edit, no flag needed."""

@@ -10,6 +10,7 @@ import secrets
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.core.settings import Settings
+from tollway.services import sessions
 from tollway.store import queries
 
 KV_KEY = "admin_secret_sha256"
@@ -56,9 +57,11 @@ async def ensure_admin_secret(engine: AsyncEngine, settings: Settings) -> str | 
 
 
 async def reset_admin_secret(engine: AsyncEngine) -> str:
-    """A new generated secret replaces the stored one (the old one stops working)."""
+    """A new generated secret replaces the stored one (the old one stops working, and every
+    UI session ends)."""
     secret = "twa-" + secrets.token_urlsafe(32)
     await queries.kv_set(engine, KV_KEY, _digest(secret))
+    await sessions.revoke_all(engine)
     return secret
 
 

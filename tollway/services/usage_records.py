@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollway.services.csv_cells import cell
 from tollway.services.errors import Invalid
 from tollway.services.usage_filters import RecordFilters, where_terms
 from tollway.services.usage_models import check_limit, check_range
@@ -152,7 +153,9 @@ async def _export(
             rec = row._asdict()
             rec["ts"] = as_utc(row.ts).isoformat()
             rec["stream"] = bool(row.stream)
-            writer.writerow(["" if rec[f] is None else rec[f] for f in FIELDS])
+            writer.writerow(
+                [cell(rec[f]) for f in FIELDS]
+            )  # text that could be a formula is escaped
         yield _flush(buf)
         last = int(rows[-1].id)
 

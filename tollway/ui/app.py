@@ -29,6 +29,7 @@ def create_ui(settings: Settings, get_runtime: Callable[[], Runtime | None]) -> 
         Route("/login", auth.login_page, methods=["GET"]),
         Route("/login", auth.login, methods=["POST"]),
         Route("/logout", auth.logout, methods=["POST"]),
+        Route("/logout-everywhere", auth.logout_everywhere, methods=["POST"]),
         *overview.routes,
         *dashboard.routes,
         *keys.routes,

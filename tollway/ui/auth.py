@@ -1,42 +1,19 @@
-"""Login with the admin secret, logout. The session lives in a signed cookie (session.py)."""
+"""Login with the admin secret, logout, log out everywhere. The session lives in a signed
+cookie (session.py)."""
 
 from __future__ import annotations
-
-import time
-from collections import deque
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from tollway.services import sessions as session_service
 from tollway.ui import session as sessions
 from tollway.ui.web import admin, cross_site, ui_of
 
-# Failed logins per client address: a handful per window, then 429 (slows guessing to a crawl).
-MAX_FAILURES = 10
-FAILURE_WINDOW = 300.0
-_failures: dict[str, deque[float]] = {}
-
 
 def _client(request: Request) -> str:
+    # The real client behind a trusted proxy (TOLLWAY_FORWARDED_ALLOW_IPS), else the peer.
     return request.client.host if request.client else "?"
-
-
-def _throttled(client: str, now: float) -> bool:
-    window = _failures.get(client)
-    if window is None:
-        return False
-    while window and window[0] <= now - FAILURE_WINDOW:
-        window.popleft()
-    if not window:
-        del _failures[client]
-        return False
-    return len(window) >= MAX_FAILURES
-
-
-def _fail(client: str, now: float) -> None:
-    if len(_failures) > 10_000:  # a flood of addresses must not grow memory without bound
-        _failures.clear()
-    _failures.setdefault(client, deque()).append(now)
 
 
 def _safe_next(value: str | None) -> str:
@@ -52,10 +29,9 @@ def _secure(request: Request) -> bool:
 
 async def login_page(request: Request) -> Response:
     ui = ui_of(request)
-    key = await ui.session_key()
-    if key is not None and sessions.read(key, request.cookies.get(sessions.COOKIE)):
+    if await ui.session(request) is not None:
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
-    return _login_form(request, enabled=key is not None)
+    return _login_form(request, enabled=await ui.signer() is not None)
 
 
 def _login_form(request: Request, enabled: bool, error: str = "", status: int = 200) -> Response:
@@ -93,17 +69,16 @@ async def login(request: Request) -> Response:
     ):
         return _login_form(request, True, "The login form expired. Please try again.", status=403)
     verifier = await ui.verifier()
-    if not verifier.enabled:
+    signer = await ui.signer()
+    if not verifier.enabled or signer is None:
         return _login_form(request, False, status=403)
-    client, now = _client(request), time.monotonic()
-    if _throttled(client, now):
+    client, failures = _client(request), ui.runtime.admin_failures
+    if failures.retry_after(client):
         return _login_form(request, True, "Too many failed attempts; wait a few minutes.", 429)
     if not isinstance(secret, str) or not verifier.check(secret):
-        _fail(client, now)
+        failures.fail(client)
         return _login_form(request, True, "That is not the admin secret.", status=401)
-    key = await ui.session_key()
-    assert key is not None
-    value, _ = sessions.issue(key, ui.settings.ui_session_ttl)
+    value, _ = sessions.issue(signer[0], ui.settings.ui_session_ttl, signer[1])
     target = form.get("next")
     response = RedirectResponse(
         _safe_next(target if isinstance(target, str) else None), status_code=303
@@ -123,6 +98,15 @@ async def login(request: Request) -> Response:
 
 @admin
 async def logout(request: Request) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(sessions.COOKIE, path="/")
+    return response
+
+
+@admin
+async def logout_everywhere(request: Request) -> Response:
+    """Every session ends, on every browser and instance (copied cookies included)."""
+    await session_service.revoke_all(ui_of(request).runtime.engine)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(sessions.COOKIE, path="/")
     return response

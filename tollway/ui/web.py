@@ -15,7 +15,9 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from tollway.core.server_secret import BadSecretFile, server_secret
 from tollway.core.settings import Settings
+from tollway.services import sessions as session_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.ui import session as sessions
 
@@ -71,14 +73,29 @@ class UI:
         except ValueError:  # a configured secret that is too short: admin side stays off
             return AdminVerifier(None)
 
-    async def session_key(self) -> bytes | None:
-        verifier = await self.verifier()
-        if verifier.digest is None:
+    def server_secret(self) -> str | None:
+        try:
+            return server_secret(self.settings)
+        except BadSecretFile:  # the gateway refused to start on it; never sign with it
             return None
-        secret_key = self.settings.secret_key
-        return sessions.derive_key(
-            verifier.digest, secret_key.get_secret_value() if secret_key else None
+
+    async def signer(self) -> tuple[bytes, int] | None:
+        """The session key and the current session generation; None while logging in is
+        impossible (no admin secret, or no server secret to sign with)."""
+        verifier = await self.verifier()
+        secret = self.server_secret()
+        if verifier.digest is None or secret is None:
+            return None
+        engine = self.runtime.engine
+        return sessions.derive_key(secret, verifier.digest), await session_service.generation(
+            engine
         )
+
+    async def session(self, request: Request) -> sessions.Session | None:
+        signer = await self.signer()
+        if signer is None:
+            return None
+        return sessions.read(signer[0], request.cookies.get(sessions.COOKIE), signer[1])
 
     def render(
         self, request: Request, template: str, /, status: int = 200, **ctx: Any
@@ -139,8 +156,7 @@ def admin(handler: Handler) -> Handler:
 
     async def guarded(request: Request) -> Response:
         ui = ui_of(request)
-        key = await ui.session_key()
-        sess = sessions.read(key, request.cookies.get(sessions.COOKIE)) if key else None
+        sess = await ui.session(request)
         if sess is None:
             return _to_login(request)
         request.state.session = sess

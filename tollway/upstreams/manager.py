@@ -64,7 +64,7 @@ class UpstreamManager:
         self.pocketbase_state: dict[str, str] = {}  # entry -> where its keys came from
         self.db: list[Upstream] = []
         try:
-            self.box: SecretBox | None = secret_box(settings)
+            self.box: SecretBox | None = secret_box(settings, reading=True)
         except SecretKeyMissing:
             self.box = None
         self.session: aiohttp.ClientSession | None = None
