@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+import openai
 import orjson
 import pytest
 from alembic import command
@@ -296,3 +297,39 @@ async def test_the_migration_keeps_old_duplicates_and_makes_request_ids_unique(
         assert count == 5  # "a" exists: skipped; req-0 is new
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+def test_poison_requests_on_postgresql_never_block_the_rows_behind_them(
+    tmp_path: Path, pg_url_sync: str
+) -> None:
+    """Issue 11 finding 3: a model name with a NUL, or 1000 characters long, between ordinary
+    requests. Every row is written (the poison ones cleaned), through the real writer child."""
+    from .fixtures_gateway import Stack
+
+    stack = Stack(tmp_path, database_url=pg_url_sync)
+    try:
+        client = stack.client()
+        models = ["gpt-test"] * 5 + ["bad\x00model"] + ["gpt-test"] * 5 + ["m" * 1000]
+        models += ["gpt-test"] * 5
+        ids = []
+        for model in models:
+            if model == "gpt-test":
+                raw = client.chat.completions.with_raw_response.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}]
+                )
+                ids.append(raw.headers["x-request-id"])
+                continue
+            with pytest.raises(openai.NotFoundError) as refused:
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}]
+                )
+            ids.append(refused.value.response.headers["x-request-id"])
+        rows = stack.usage_rows(len(models), timeout=20)
+    finally:
+        stack.stop()
+    by_id = {r["request_id"]: r for r in rows}
+    print(f"\npoison rows (postgresql): requests {len(ids)}, rows {len(rows)}")
+    assert sorted(by_id) == sorted(ids) and len(rows) == len(ids)
+    assert by_id[ids[5]]["model"] == "bad\ufffdmodel"
+    assert by_id[ids[11]]["model"] == "m" * 300
