@@ -333,3 +333,52 @@ def test_poison_requests_on_postgresql_never_block_the_rows_behind_them(
     assert sorted(by_id) == sorted(ids) and len(rows) == len(ids)
     assert by_id[ids[5]]["model"] == "bad\ufffdmodel"
     assert by_id[ids[11]]["model"] == "m" * 300
+
+
+def test_spool_directory_defaults(tmp_path: Path) -> None:
+    from tollway.core.settings import Settings
+
+    beside = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/data/t.db")
+    assert beside.spool_path() == tmp_path / "data" / "tollway-spool"
+    assert Settings(database_url="postgresql+asyncpg://u@h/d").spool_path() == Path("tollway-spool")
+    assert Settings(database_url="sqlite+aiosqlite:///:memory:").spool_path() is None
+    chosen = Settings(database_url="postgresql+asyncpg://u@h/d", spool_dir=tmp_path / "s")
+    assert chosen.spool_path() == tmp_path / "s"
+
+
+def test_fsync_setting_syncs_every_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(spool_mod.os, "fsync", synced.append)
+    for fsync in (False, True):
+        spool = open_spool(tmp_path / str(fsync), fsync)
+        spool.append(events(3))
+        spool.append(events(2, start=3))
+        spool.close()
+    assert len(synced) == 2
+
+
+async def test_a_spool_that_cannot_be_opened_is_loud_and_the_gateway_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tollway.app import _start_sink
+    from tollway.core.settings import Settings
+
+    url = await migrated(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    engine = create_engine(url)
+    try:
+
+        async def write(batch: list[UsageEvent]) -> None:
+            await write_usage(engine, batch)
+
+        with caplog.at_level(logging.ERROR, "tollway.usage"):
+            sink = await _start_sink(Settings(database_url=url), write, blocked / "spool")
+        assert not sink.healthy and sink.spool is None
+        assert "cannot be opened" in caplog.text
+        for ev in events(4):
+            sink.emit(ev)
+        await sink.stop()
+    finally:
+        await engine.dispose()
+    consistent(await totals(url), 4, 10)
