@@ -45,6 +45,7 @@ class UsageSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_event = asyncio.Event()  # cuts a retry backoff short on shutdown
         self.written = 0
         self.dropped = 0  # gone from memory (still in the spool when there is one)
         self.healthy = True  # False while the spool cannot be written (readiness reads it)
@@ -84,6 +85,7 @@ class UsageSink:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._stop_event.set()
         if self._task is not None:
             await self._task
             self._task = None
@@ -149,7 +151,8 @@ class UsageSink:
                     due -= written
                     continue
                 failures += 1
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), min(30.0, 0.5 * 2**failures))
                 break
 
     async def _write_batch(self, due: int) -> int:
