@@ -243,5 +243,6 @@ def test_database_down_sigterm_during_the_outage_then_restart_loses_nothing(
         assert gw.proc.returncode in GRACEFUL
         assert len(at_exit) < figure["answered"] and left  # the outage really held rows back
         assert answered_in_outage > 0
+        assert not (tmp_path / "spool" / "dead-letter.jsonl").exists()  # an outage is no poison
     finally:
         proxy.stop()

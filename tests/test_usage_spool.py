@@ -382,3 +382,24 @@ async def test_a_spool_that_cannot_be_opened_is_loud_and_the_gateway_serves(
     finally:
         await engine.dispose()
     consistent(await totals(url), 4, 10)
+
+
+async def test_a_database_without_the_schema_is_retried_whole_never_dead_lettered(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Only a refused value splits a batch: a schema problem (or an outage) is not the rows'
+    fault, and dead-lettering them would take them out of billing."""
+    dead_letter = tmp_path / "dead-letter.jsonl"
+    batch = events(4)
+    batch[1].model = "lone \ud800 surrogate"  # cleaned too: drivers cannot encode it
+    engine = create_engine(db_url)
+    try:
+        with pytest.raises(Exception, match="usage_records"):
+            await write_usage(engine, batch, dead_letter)
+        assert not dead_letter.exists()
+        await migrate(engine)
+        await write_usage(engine, batch, dead_letter)
+    finally:
+        await engine.dispose()
+    assert not dead_letter.exists()
+    consistent(await totals(db_url), 4, 10)

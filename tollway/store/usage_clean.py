@@ -15,7 +15,7 @@ from tollway.core.types import UsageEvent
 
 from .tables import usage_records
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # and lone surrogates
 _INT_MAX = 2**31 - 1  # Integer columns are 32-bit on PostgreSQL
 
 # The event's text fields and the size of their columns.
@@ -46,7 +46,7 @@ INT_FIELDS = (
 def clean_text(value: str, size: int) -> str:
     if value.isprintable() and len(value) <= size:
         return value
-    # NUL and other control characters become U+FFFD, so the stored value shows they were there.
+    # NUL, other control characters and lone surrogates become U+FFFD: the row shows they were.
     return _CONTROL.sub("\ufffd", value)[:size]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.types import UsageEvent
@@ -65,7 +65,7 @@ async def write_usage(
     try:
         await _write_batch(engine, events)
     except Exception as exc:
-        if _database_unavailable(exc):
+        if not _refused_for_content(exc):
             raise
         if len(events) == 1:
             _bury(events[0], exc, dead_letter)
@@ -76,11 +76,20 @@ async def write_usage(
         await write_usage(engine, events[half:], dead_letter)
 
 
-def _database_unavailable(exc: BaseException) -> bool:
-    """A connection or locking problem: retry the whole batch later, never split it."""
+def _refused_for_content(exc: BaseException) -> bool:
+    """The database (or the driver) refuses a value: split the batch to find it. Anything else
+    (down, locked, schema missing) is retried whole later, never split."""
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+        if exc.connection_invalidated:
+            return False
+        if isinstance(exc, DataError | IntegrityError):
+            return True
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        # SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation)
+        return isinstance(code, str) and code[:2] in ("22", "23")
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    # A value the driver or Python cannot convert (an int past 64 bits, a time out of range).
+    return isinstance(cause, ValueError | TypeError | OverflowError)
 
 
 def _bury(ev: UsageEvent, exc: BaseException, dead_letter: Path | None) -> None:
