@@ -38,6 +38,7 @@ from tollway.store.usage_worker import DEAD_LETTER
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
+from tollway.upstreams.shared_state import SharedPoolState
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -139,7 +140,7 @@ class TollwayApp:
         reseed()  # a forked worker gets request ids of its own
         engine = create_engine(s.database_url)
         pool = Pool()
-        upstreams = UpstreamManager(pool, s, engine)
+        upstreams = UpstreamManager(pool, s, engine, shared=_shared_state(s, pool))
         await upstreams.start()
 
         async def load_key(key_hash: str) -> Any:
@@ -149,7 +150,13 @@ class TollwayApp:
         writer = _usage_writer(s, engine, spool_dir)
 
         keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
-        relay = Relay(pool, s.upstream_connect_timeout, s.upstream_read_timeout, s.max_attempts)
+        relay = Relay(
+            pool,
+            s.upstream_connect_timeout,
+            s.upstream_read_timeout,
+            s.max_attempts,
+            s.upstream_first_byte_timeout,
+        )
         await relay.start()
         prices = PriceBook(await _load_prices(engine, s))
         limiter = _build_limiter(s, engine)
@@ -178,6 +185,7 @@ class TollwayApp:
                 await task
         if rt.upstreams is not None:
             await rt.upstreams.stop()
+        await _requests_settled(rt.gateway)
         await rt.sink.stop()
         if isinstance(rt.sink.writer, UsageProcess):
             await rt.sink.writer.close()
@@ -210,6 +218,17 @@ class TollwayApp:
                     log.warning("could not reload upstreams", exc_info=True)
                     continue  # try again next poll
             rt.revisions = current
+
+
+async def _requests_settled(gateway: Gateway, wait: float = 5.0) -> None:
+    """Requests that uvicorn cancelled at the end of the drain time still send their final
+    error event and emit their usage event: give them a few loop turns before the sink stops."""
+    for _ in range(int(wait / 0.01)):
+        if not gateway.open:
+            return
+        await asyncio.sleep(0.01)
+    if gateway.open:
+        log.error("%d request(s) still open at shutdown: their usage is not recorded", gateway.open)
 
 
 async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
@@ -269,6 +288,14 @@ def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
         log.info("limits shared through Redis (key prefix %r)", s.redis_prefix)
         return limiter
     return LocalLimiter(seed)
+
+
+def _shared_state(s: Settings, pool: Pool) -> SharedPoolState | None:
+    """With Redis, the instances share pool health, manual spend and one probe runner."""
+    if not s.redis_url:
+        return None
+    client = connect(s.redis_url, s.redis_timeout)
+    return SharedPoolState(client, s.redis_prefix, pool, lease_ttl=s.pool_lease_ttl)
 
 
 async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:
@@ -366,7 +393,9 @@ def serve(settings: Settings | None = None) -> None:
         # No X-Forwarded-* rewriting on every request: the gateway does not use client addresses.
         proxy_headers=False,
         log_level=s.log_level,
-        timeout_graceful_shutdown=30,
+        # On SIGTERM: stop accepting, let open requests run this long, then cancel them
+        # (streams get a final `server_shutting_down` error event; see endpoint).
+        timeout_graceful_shutdown=s.shutdown_drain_seconds,
     )
 
 
