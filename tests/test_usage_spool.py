@@ -403,3 +403,38 @@ async def test_a_database_without_the_schema_is_retried_whole_never_dead_lettere
         await engine.dispose()
     assert not dead_letter.exists()
     consistent(await totals(db_url), 4, 10)
+
+
+async def test_events_dropped_from_memory_stay_in_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the memory bound during a long outage the oldest events leave memory, not the
+    spool: their segment is kept for the next start, which writes them."""
+    import tollway.gateway.usage as usage_mod
+
+    monkeypatch.setattr(usage_mod, "MAX_BUFFERED", 5)
+
+    async def down(batch: list[UsageEvent]) -> None:
+        raise ConnectionRefusedError("database down")
+
+    spool_dir = tmp_path / "spool"
+    sink = UsageSink(down, interval=3600, spool=open_spool(spool_dir, False))
+    for ev in events(8):
+        sink.emit(ev)
+    assert await sink._write_batch(8) == 0  # spools the 8, fails, drops the oldest 3 from memory
+    assert sink.pending() == 5 and sink.dropped == 3
+    assert sink.spool is not None and sink.spool.close() == 5
+    url = await migrated(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    engine = create_engine(url)
+    try:
+
+        async def write(batch: list[UsageEvent]) -> None:
+            await write_usage(engine, batch)
+
+        again = UsageSink(write, spool=open_spool(spool_dir, False))
+        assert again.replay() == 8
+        again.start()
+        await again.stop()
+    finally:
+        await engine.dispose()
+    consistent(await totals(url), 8, 36)
