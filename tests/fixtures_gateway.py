@@ -67,6 +67,7 @@ class Stack:
         self.a = FakeUpstream("a", "sk-upstream-SECRET-aaaa").start()
         self.b = FakeUpstream("b", "sk-upstream-SECRET-bbbb").start()
         self.db_url = settings.pop("database_url", f"sqlite+aiosqlite:///{tmp / 'tollway.db'}")
+        settings.setdefault("spool_dir", tmp / "spool")  # never a spool shared between tests
         self.config = write_config(
             tmp / "tollway.yaml",
             settings.pop(

@@ -42,6 +42,7 @@ class Rig:
     def __init__(self, tmp: Path, config: dict[str, Any], **settings: Any) -> None:
         self.tmp = tmp
         self.db_url = settings.pop("database_url", f"sqlite+aiosqlite:///{tmp / 'tollway.db'}")
+        settings.setdefault("spool_dir", tmp / "spool")  # never a spool shared between tests
         self.config_path = tmp / "tollway.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         migrate_sync(self.db_url)

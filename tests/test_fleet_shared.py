@@ -66,6 +66,7 @@ class Fleet:
             redis_prefix=self.prefix,
             pool_lease_ttl=1.0,
             usage_flush_interval=0.05,
+            spool_dir=tmp / "spool",  # never the working directory's spool
             upstream_read_timeout=5.0,
         )
         self.gateways = [GatewayThread(self.settings).start() for _ in range(3)]

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,13 +32,14 @@ from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
 from tollway.gateway.relay import Relay
-from tollway.gateway.usage import UsageSink, UsageWriter
+from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
 from tollway.gateway.usage_process import UsageProcess
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
 from tollway.store.db import create_engine, is_sqlite, migrate_sync
 from tollway.store.spend import key_spend
+from tollway.store.usage_worker import DEAD_LETTER
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
@@ -165,7 +167,8 @@ class TollwayApp:
         async def load_key(key_hash: str) -> Any:
             return await queries.load_key_by_hash(engine, key_hash)
 
-        writer = _usage_writer(s, engine)
+        spool_dir = s.spool_path()
+        writer = _usage_writer(s, engine, spool_dir)
 
         keys = KeyCache(
             load_key,
@@ -185,8 +188,7 @@ class TollwayApp:
         await relay.start()
         prices = PriceBook(await _load_prices(engine, s))
         limiter = _build_limiter(s, engine)
-        sink = UsageSink(writer, s.usage_batch_size, s.usage_flush_interval)
-        sink.start()
+        sink = await _start_sink(s, writer, spool_dir)
         bodies = BodyBudget(s.max_buffered_body_bytes)
         gateway = Gateway(
             keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices, bodies=bodies
@@ -268,15 +270,39 @@ async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
     return table
 
 
-def _usage_writer(s: Settings, engine: AsyncEngine) -> UsageWriter:
+async def _start_sink(s: Settings, writer: UsageWriter, spool_dir: Path | None) -> UsageSink:
+    """The sink over its spool, after the spools of dead processes are replayed (written
+    before serving when the database lets us within the shutdown timeout; the rest is written
+    first by the background task). A spool that cannot be opened is logged at ERROR and the
+    gateway serves without it (`sink.healthy` False): usage still reaches the database, but a
+    crash loses what is in memory."""
+    spool = None
+    if spool_dir is not None:
+        try:
+            spool = open_spool(spool_dir, s.spool_fsync)
+        except OSError as exc:
+            log.error("usage spool %s cannot be opened: %s; serving without it", spool_dir, exc)
+    sink = UsageSink(
+        writer, s.usage_batch_size, s.usage_flush_interval, spool, s.usage_shutdown_timeout
+    )
+    sink.healthy = spool is not None or spool_dir is None
+    if sink.replay():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sink.flush(), s.usage_shutdown_timeout)
+    sink.start()
+    return sink
+
+
+def _usage_writer(s: Settings, engine: AsyncEngine, spool_dir: Path | None = None) -> UsageWriter:
     """Usage rows are written by a child process (`usage_writer: process`, the default), or
     on this event loop (`inline`; also for an in-memory SQLite database, which a second
     process could not see)."""
     if s.usage_writer == "process" and ":memory:" not in s.database_url:
-        return UsageProcess(s.database_url)
+        return UsageProcess(s.database_url, spool_dir)
+    dead_letter = spool_dir / DEAD_LETTER if spool_dir is not None else None
 
     async def write(events: list[UsageEvent]) -> None:
-        await write_usage(engine, events)
+        await write_usage(engine, events, dead_letter)
 
     return write
 

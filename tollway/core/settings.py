@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     usage_writer: Literal["process", "inline"] = "process"
     usage_batch_size: int = 500
     usage_flush_interval: float = 0.25
+    # The usage spool (events kept on disk until the database has them). Unset: a directory
+    # beside a SQLite database file, else ./tollway-spool. Several instances may share one.
+    spool_dir: Path | None = None
+    spool_fsync: bool = False  # fsync each write: survives a power loss too, at a cost
+    # On shutdown, how long to keep trying to write usage; the rest stays in the spool.
+    usage_shutdown_timeout: float = Field(default=10.0, ge=0)
     key_cache_ttl: float = 60.0
     negative_cache_ttl: float = 5.0
     revision_poll_interval: float = 1.0
@@ -79,6 +85,18 @@ class Settings(BaseSettings):
     # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
     # networks, "*" for any). Empty: none, the connecting address is the client.
     forwarded_allow_ips: str = ""
+
+    def spool_path(self) -> Path | None:
+        """Where the usage spool lives; None for an in-memory database (nothing outlives it)."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        prefix = "sqlite+aiosqlite:///"
+        if self.database_url.startswith(prefix):
+            path = self.database_url[len(prefix) :].split("?", 1)[0]
+            if not path or ":memory:" in path:
+                return None
+            return Path(path).parent / "tollway-spool"
+        return Path("tollway-spool")
 
     def config_path(self) -> Path | None:
         """TOLLWAY_CONFIG, or ./tollway.yaml when it exists: one file to edit, no flag needed."""

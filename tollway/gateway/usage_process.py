@@ -4,8 +4,10 @@ Why a process: writing a row through SQLAlchemy costs about 50 µs of CPU, and o
 driver's thread competes with the event loop for the GIL; at a few thousand requests a second
 that was the largest feature cost on the proxy path (bench/README.md). Here the event loop
 only serialises the batch (orjson, about 1 µs an event) and waits, asynchronously, for the
-child's answer. `UsageSink` keeps the batch until the child says it is written, so a failing
-database or a crashed child loses nothing: the batch is retried, on a fresh child if needed.
+child's answer. `UsageSink` keeps the batch (and the spool its events) until the child says it
+is written, so a failing database or a crashed child loses nothing: the batch is retried, on a
+fresh child if needed, and the child's inserts are idempotent (a batch committed just before a
+crash is not counted twice).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 import orjson
 
@@ -31,8 +34,9 @@ class UsageWriteFailed(Exception):
 
 
 class UsageProcess:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, spool_dir: Path | None = None) -> None:
         self.database_url = database_url
+        self.spool_dir = spool_dir
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()  # one batch in flight: answers match batches
 
@@ -49,6 +53,12 @@ class UsageProcess:
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 await self._kill()
                 raise UsageWriteFailed(f"usage writer process failed: {exc!r}") from exc
+            except asyncio.CancelledError:
+                # Shutdown's bounded wait gave up: the child's late answer would be taken for
+                # the next batch's. The batch stays in the spool; idempotent inserts make a
+                # commit that happened anyway harmless.
+                self._kill_now()
+                raise
         if "error" in answer:
             raise UsageWriteFailed(f"usage writer: {answer['error']}")
 
@@ -71,6 +81,9 @@ class UsageProcess:
             return proc
         # The URL travels in the environment: a command line is visible to `ps`.
         env = {**os.environ, "TOLLWAY_DATABASE_URL": self.database_url}
+        env.pop("TOLLWAY_SPOOL_DIR", None)
+        if self.spool_dir is not None:
+            env["TOLLWAY_SPOOL_DIR"] = str(self.spool_dir)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -81,6 +94,12 @@ class UsageProcess:
         )
         log.debug("usage writer process %d started", self._proc.pid)
         return self._proc
+
+    def _kill_now(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     async def _kill(self) -> None:
         proc, self._proc = self._proc, None

@@ -118,6 +118,8 @@ usage_records = Table(
     Column("fallback_from", String(300)),
     Index("ix_usage_records_ts", "ts"),
     Index("ix_usage_records_key_ts", "key_id", "ts"),
+    # One row per request: replays and retries insert with ON CONFLICT DO NOTHING.
+    Index("uq_usage_records_request_id", "request_id", unique=True),
 )
 
 # Hourly rollups kept current by the usage writer, so reports never scan raw rows.

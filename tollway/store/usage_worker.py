@@ -3,7 +3,9 @@
 Reads batches of usage events from stdin and writes each with `write_usage` (raw rows,
 rollups, keys' last use, one transaction), answering every batch on stdout. Frames both ways
 are a 4-byte big-endian length and an orjson document: a list of events in, `{"ok": n}` or
-`{"error": "..."}` out. Exits when stdin closes (the gateway stopped or died), after the batch
+`{"error": "..."}` out. Rows the database refuses
+even cleaned go to the spool directory's dead-letter file (TOLLWAY_SPOOL_DIR).
+Exits when stdin closes (the gateway stopped or died), after the batch
 in hand; it ignores SIGINT and SIGTERM, which reach it with the gateway's. The database URL
 comes from TOLLWAY_DATABASE_URL (never the command line, where `ps` would show its password).
 Logs go to stderr.
@@ -17,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import IO
 
 import orjson
@@ -27,6 +30,8 @@ from .db import create_engine
 from .usage_writer import write_usage
 
 log = logging.getLogger("tollway.usage")
+
+DEAD_LETTER = "dead-letter.jsonl"  # events the database refused even cleaned, in the spool dir
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
@@ -48,14 +53,14 @@ def frame(document: object) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-def serve(url: str, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+def serve(url: str, stdin: IO[bytes], stdout: IO[bytes], dead_letter: Path | None = None) -> None:
     loop = asyncio.new_event_loop()
     engine = create_engine(url)
     try:
         while (body := read_frame(stdin)) is not None:
             events = [UsageEvent(**fields) for fields in orjson.loads(body)]
             try:
-                loop.run_until_complete(write_usage(engine, events))
+                loop.run_until_complete(write_usage(engine, events, dead_letter))
                 reply: dict[str, object] = {"ok": len(events)}
             except Exception as exc:  # the gateway keeps the batch and retries later
                 log.warning("writing %d usage events failed: %r", len(events), exc)
@@ -80,9 +85,11 @@ def main() -> None:
     url = os.environ.get("TOLLWAY_DATABASE_URL")
     if not url:
         sys.exit("TOLLWAY_DATABASE_URL is not set")
+    spool = os.environ.get("TOLLWAY_SPOOL_DIR")
+    dead_letter = Path(spool) / DEAD_LETTER if spool else None
     # EOFError, BrokenPipeError: the gateway went away mid-frame; nothing left to answer.
     with contextlib.suppress(EOFError, BrokenPipeError):
-        serve(url, sys.stdin.buffer, sys.stdout.buffer)
+        serve(url, sys.stdin.buffer, sys.stdout.buffer, dead_letter)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,27 @@ Called by the gateway's background usage sink, never on the request path.
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.types import UsageEvent
 from tollway.store.queries import from_unix, upsert
 from tollway.store.tables import api_keys, usage_records, usage_rollups, usage_rollups_daily
+from tollway.store.usage_clean import clean
+
+log = logging.getLogger("tollway.usage")
 
 RollupKey = tuple[datetime, int, str, str, str]  # hour, key_id, model, upstream, endpoint
 
@@ -44,20 +53,77 @@ class _Rollup:
 _COUNTERS = tuple(_Rollup.__dataclass_fields__)
 
 
-async def write_usage(engine: AsyncEngine, events: list[UsageEvent]) -> None:
+async def write_usage(
+    engine: AsyncEngine, events: list[UsageEvent], dead_letter: Path | None = None
+) -> None:
+    """Write a batch; if the database refuses it for its content (not for being down), split it
+    down to the refused rows: those go to `dead_letter` (a file, logged at ERROR), every other
+    row is written."""
     if not events:
         return
+    events = [clean(ev) for ev in events]
+    try:
+        await _write_batch(engine, events)
+    except Exception as exc:
+        if not _refused_for_content(exc):
+            raise
+        if len(events) == 1:
+            _bury(events[0], exc, dead_letter)
+            return
+        log.warning("usage batch of %d refused (%r): splitting it", len(events), exc)
+        half = len(events) // 2
+        await write_usage(engine, events[:half], dead_letter)
+        await write_usage(engine, events[half:], dead_letter)
+
+
+def _refused_for_content(exc: BaseException) -> bool:
+    """The database (or the driver) refuses a value: split the batch to find it. Anything else
+    (down, locked, schema missing) is retried whole later, never split."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return False
+        if isinstance(exc, DataError | IntegrityError):
+            return True
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        # SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation)
+        return isinstance(code, str) and code[:2] in ("22", "23")
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    # A value the driver or Python cannot convert (an int past 64 bits, a time out of range).
+    return isinstance(cause, ValueError | TypeError | OverflowError)
+
+
+def _bury(ev: UsageEvent, exc: BaseException, dead_letter: Path | None) -> None:
+    log.error("usage event %s refused even cleaned (%r)", ev.request_id, exc)
+    if dead_letter is None:
+        raise exc
+    line = orjson.dumps({"error": repr(exc)[:500], "event": ev}, default=str) + b"\n"
+    fd = os.open(dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.error("usage event %s kept in %s", ev.request_id, dead_letter)
+
+
+async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
     async with engine.begin() as conn:
         known = await _existing_keys(conn, {ev.key_id for ev in events if ev.key_id is not None})
         rows: list[tuple[Any, ...]] = []
-        rollups: dict[RollupKey, _Rollup] = {}
-        last_used: dict[int, datetime] = {}
         for ev in events:
-            ts = from_unix(ev.ts)
             # A key deleted while its events sat in the queue: keep the usage, drop the link
             # (the foreign key would otherwise reject the whole batch).
             key_id = ev.key_id if ev.key_id in known else None
-            rows.append(_record(ev, ts, key_id))
+            rows.append(_record(ev, from_unix(ev.ts), key_id))
+        # Rollups and last use count only the rows inserted now: a replayed or retried event
+        # already in the table is skipped by the insert and must not be counted twice.
+        inserted = await _insert_records(conn, rows)
+        rollups: dict[RollupKey, _Rollup] = {}
+        last_used: dict[int, datetime] = {}
+        for ev, row in zip(events, rows, strict=True):
+            if ev.request_id not in inserted:
+                continue
+            ts, key_id = row[0], row[2]
             hour = ts.replace(minute=0, second=0, microsecond=0)
             rk = (hour, key_id or 0, ev.model or "", ev.upstream or "", ev.endpoint)
             rollup = rollups.get(rk)
@@ -66,10 +132,9 @@ async def write_usage(engine: AsyncEngine, events: list[UsageEvent]) -> None:
             rollup.add(ev)
             if key_id is not None and (key_id not in last_used or ts > last_used[key_id]):
                 last_used[key_id] = ts
-
-        await _insert_records(conn, rows)
-        await _upsert_rollups(conn, usage_rollups, "hour", rollups)
-        await _upsert_rollups(conn, usage_rollups_daily, "day", _by_day(rollups))
+        if rollups:
+            await _upsert_rollups(conn, usage_rollups, "hour", rollups)
+            await _upsert_rollups(conn, usage_rollups_daily, "day", _by_day(rollups))
         await _touch_keys(conn, last_used)
 
 
@@ -134,14 +199,36 @@ def _record(ev: UsageEvent, ts: datetime, key_id: int | None) -> tuple[Any, ...]
 
 @dataclass(frozen=True, slots=True)
 class _Insert:
-    """The raw-row INSERT compiled once per dialect, with its columns' value converters."""
+    """The raw-row INSERT's pieces compiled once per dialect, with its value converters."""
 
-    sql: str
+    head: str  # INSERT INTO usage_records (...) VALUES
+    group: str  # one row's placeholders, "(?, ?, ...)" or "($1::..., ...)"
+    numbered: bool  # PostgreSQL's $n placeholders are renumbered for each row
     order: tuple[int, ...]  # for each placeholder, its value's index in a `_record` tuple
     convert: tuple[tuple[int, Callable[[Any], Any]], ...]  # (index, converter) where needed
 
+    def sql(self, rows: int) -> str:
+        width = len(self.order)
+        if self.numbered:
+            groups = [_renumber(self.group, r * width) for r in range(rows)]
+        else:
+            groups = [self.group] * rows
+        return (
+            f"{self.head} {', '.join(groups)}"
+            " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+        )
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _renumber(group: str, offset: int) -> str:
+    return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + offset}", group)
+
 
 _INSERTS: dict[str, _Insert] = {}
+_SQL: dict[tuple[str, int], str] = {}
+ROWS_PER_STATEMENT = 200  # 4,200 parameters: well inside SQLite's and PostgreSQL's limits
 
 
 def _compiled_insert(dialect: Dialect) -> _Insert:
@@ -149,6 +236,8 @@ def _compiled_insert(dialect: Dialect) -> _Insert:
     if found is None:
         stmt = usage_records.insert().values({name: bindparam(name) for name in RECORD_COLUMNS})
         compiled = stmt.compile(dialect=dialect)
+        text = str(compiled).split(" RETURNING ")[0]
+        head, group = text.split(" VALUES ", 1)
         names = compiled.positiontup or []
         convert = []
         for i, name in enumerate(RECORD_COLUMNS):
@@ -156,22 +245,33 @@ def _compiled_insert(dialect: Dialect) -> _Insert:
             if processor is not None:
                 convert.append((i, processor))
         order = tuple(RECORD_COLUMNS.index(name) for name in names)
-        found = _INSERTS[dialect.name] = _Insert(str(compiled), order, tuple(convert))
+        found = _Insert(f"{head} VALUES", group, "$1" in group, order, tuple(convert))
+        _INSERTS[dialect.name] = found
     return found
 
 
-async def _insert_records(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-    """executemany straight to the driver: SQLAlchemy's per-row parameter building cost more
-    than the database's own work (about 30 µs a row; bench/README.md)."""
+async def _insert_records(conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> set[str]:
+    """Multi-row INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING, straight to the
+    driver (SQLAlchemy's per-row parameter building cost more than the database's own work,
+    about 30 µs a row; bench/README.md). Returns the request ids actually inserted."""
     insert = _compiled_insert(conn.dialect)
-    params = []
-    for row in rows:
-        values = list(row)
-        for i, processor in insert.convert:
-            if values[i] is not None:
-                values[i] = processor(values[i])
-        params.append(tuple(values[i] for i in insert.order))
-    await conn.exec_driver_sql(insert.sql, params)
+    inserted: set[str] = set()
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        params: list[Any] = []
+        for row in chunk:
+            values = list(row)
+            for i, processor in insert.convert:
+                if values[i] is not None:
+                    values[i] = processor(values[i])
+            params.extend(values[i] for i in insert.order)
+        key = (conn.dialect.name, len(chunk))
+        sql = _SQL.get(key)
+        if sql is None:
+            sql = _SQL[key] = insert.sql(len(chunk))
+        result = await conn.exec_driver_sql(sql, tuple(params))
+        inserted.update(r[0] for r in result.fetchall())
+    return inserted
 
 
 def _by_day(rollups: dict[RollupKey, _Rollup]) -> dict[RollupKey, _Rollup]:
