@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.core.errors import error_body
@@ -20,18 +21,20 @@ from tollway.core.settings import Settings, get_settings
 from tollway.core.types import UsageEvent
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
+from tollway.gateway.draining import DrainingServer, use_for_workers
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
+from tollway.gateway.readiness import Check, Readiness, Report
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink, UsageWriter
 from tollway.gateway.usage_process import UsageProcess
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
-from tollway.store.db import create_engine, migrate_sync
+from tollway.store.db import create_engine, engine_options, migrate_sync, pgbouncer_url
 from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
@@ -60,6 +63,7 @@ class Runtime:
     upstreams: UpstreamManager | None = None  # sources, probes; fills `pool`
     admin: AdminVerifier | None = None  # checks the admin secret (API, UI)
     prices: PriceBook | None = None  # the gateway's price function; reloaded on change
+    readiness: Readiness | None = None  # /readyz
 
 
 class TollwayApp:
@@ -68,15 +72,45 @@ class TollwayApp:
         self.runtime: Runtime | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.web = _BuiltOnFirstUse(self._build_web)  # /v1 never needs it
+        self.draining = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             assert self.runtime is not None, "lifespan did not run"
             await self.runtime.gateway(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/readyz":
+            await self._readyz(send)  # raw: answers while the web side is still being built
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, _with_request_id(send))
+
+    def begin_drain(self) -> float:
+        """SIGTERM (see gateway/draining.py): /readyz says "draining" from now on; returns how
+        long the listener should stay open so a load balancer notices first."""
+        self.draining = True
+        if self.runtime is not None and self.runtime.readiness is not None:
+            self.runtime.readiness.draining = True
+        return self.settings.shutdown_ready_delay
+
+    async def _readyz(self, send: Send) -> None:
+        rt = self.runtime
+        if rt is None or rt.readiness is None:
+            report = Report(False, {"startup": "not started"})
+        else:
+            rt.readiness.draining = rt.readiness.draining or self.draining
+            report = await rt.readiness.report()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if report.ready else 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": orjson.dumps(report.body())})
 
     # -- web side (health now; admin API and UI mount here) ---------------------------------
 
@@ -135,7 +169,7 @@ class TollwayApp:
         s = self.settings
         self.loop = asyncio.get_running_loop()
         reseed()  # a forked worker gets request ids of its own
-        engine = create_engine(s.database_url)
+        engine = create_engine(s.database_url, **engine_options(s))
         pool = Pool()
         upstreams = UpstreamManager(pool, s, engine)
         await upstreams.start()
@@ -155,6 +189,8 @@ class TollwayApp:
         gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices)
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
+        rt.readiness = _readiness(s, engine, pool, limiter)
+        rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
@@ -223,7 +259,8 @@ def _usage_writer(s: Settings, engine: AsyncEngine) -> UsageWriter:
     on this event loop (`inline`; also for an in-memory SQLite database, which a second
     process could not see)."""
     if s.usage_writer == "process" and ":memory:" not in s.database_url:
-        return UsageProcess(s.database_url)
+        # One connection (pool_size=1 in the child); PgBouncer mode travels in its URL.
+        return UsageProcess(pgbouncer_url(s.database_url) if s.db_pgbouncer else s.database_url)
 
     async def write(events: list[UsageEvent]) -> None:
         await write_usage(engine, events)
@@ -243,6 +280,28 @@ def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
         log.info("limits shared through Redis (key prefix %r)", s.redis_prefix)
         return limiter
     return LocalLimiter(seed)
+
+
+def _readiness(s: Settings, engine: AsyncEngine, pool: Pool, limiter: Limiter) -> Readiness:
+    async def database() -> str | None:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return None
+
+    async def upstreams() -> str | None:
+        now = pool.clock()
+        return None if any(pool.in_rotation(u, now) for u in pool.upstreams) else "none in rotation"
+
+    checks: dict[str, Check] = {"database": database, "upstreams": upstreams}
+    if isinstance(limiter, RedisLimiter):
+        redis = limiter.redis
+
+        async def redis_ping() -> str | None:
+            await redis.ping()
+            return None
+
+        checks["redis"] = redis_ping
+    return Readiness(checks, s.ready_timeout, s.ready_cache)
 
 
 async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:
@@ -320,14 +379,14 @@ def serve(settings: Settings | None = None) -> None:
             "TOLLWAY_WORKERS > 1 needs TOLLWAY_REDIS_URL: the worker processes share the "
             "limits' counters through Redis. Set it, or run one worker."
         )
-    migrate_sync(s.database_url)
+    migrate_sync(s.database_url, pgbouncer=s.db_pgbouncer)
     if s.workers > 1:
         fork_workers()
     # What is loaded so far (the imports) lives as long as the process: frozen now, startup's
     # _tune_gc collects only what startup made (a full collection costs ~50 ms; here it would
     # find nothing), and forked workers share these pages instead of copying them.
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn.Config(
         "tollway.app:create_app",
         factory=True,
         host=s.host,
@@ -342,6 +401,17 @@ def serve(settings: Settings | None = None) -> None:
         log_level=s.log_level,
         timeout_graceful_shutdown=30,
     )
+    # uvicorn.run, with a server that drains (/readyz "draining") before closing its listener.
+    if s.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        use_for_workers()
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = DrainingServer(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
 
 
 def fork_workers() -> None:
