@@ -24,6 +24,7 @@ from tollway.gateway.auth import KeyCache
 from tollway.gateway.draining import DrainingServer, use_for_workers
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.http_server import TollwayHttpProtocol
+from tollway.gateway.key_changes import KeyChangeFollower
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
@@ -64,6 +65,7 @@ class Runtime:
     admin: AdminVerifier | None = None  # checks the admin secret (API, UI)
     prices: PriceBook | None = None  # the gateway's price function; reloaded on change
     readiness: Readiness | None = None  # /readyz
+    key_changes: KeyChangeFollower | None = None  # forgets exactly the keys changed anywhere
 
 
 class TollwayApp:
@@ -192,6 +194,8 @@ class TollwayApp:
         rt.readiness = _readiness(s, engine, pool, limiter)
         rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
+        rt.key_changes = KeyChangeFollower(engine, keys.invalidate)
+        await rt.key_changes.start()
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
         self.runtime = rt
@@ -229,8 +233,12 @@ class TollwayApp:
             except Exception:
                 log.warning("could not read state revisions", exc_info=True)
                 continue
-            if current.get("keys") != rt.revisions.get("keys"):
-                rt.keys.clear()
+            if current.get("keys") != rt.revisions.get("keys") and rt.key_changes is not None:
+                try:
+                    await rt.key_changes.catch_up()
+                except Exception:
+                    log.warning("could not read key changes", exc_info=True)
+                    continue  # try again next poll
             if current.get("prices") != rt.revisions.get("prices") and rt.prices is not None:
                 try:
                     rt.prices.replace(await _load_prices(rt.engine, rt.settings))
