@@ -148,3 +148,34 @@ def test_a_change_reaches_both_instances_and_rereads_only_that_key(
     finally:
         other.stop()
         stack.stop()
+
+
+async def test_each_mutation_logs_exactly_its_key_hashes(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from tollway.store.db import migrate
+    from tollway.store.tables import key_changes
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'k.db'}")
+    try:
+        await migrate(engine)
+
+        async def logged() -> list[str]:
+            async with engine.connect() as conn:
+                rows = await conn.execute(select(key_changes.c.key_hash).order_by("id"))
+                return [str(h) for h in rows.scalars()]
+
+        created = await key_service.create_key(engine, {"name": "x"})
+        first = hash_key(created.key)
+        assert await logged() == [first]  # a new key: only its own (negative) entry
+        await key_service.update_key(engine, created.info.id, {"rpm": 5})
+        await key_service.disable_key(engine, created.info.id)
+        rotated = await key_service.rotate_key(engine, created.info.id)
+        second = hash_key(rotated.key)
+        await key_service.delete_key(engine, created.info.id)
+        assert await logged() == [first, first, first, first, second, second]
+        with pytest.raises(key_service.NotFound):
+            await key_service.disable_key(engine, created.info.id)
+        assert len(await logged()) == 6  # a failed change logs nothing
+    finally:
+        await engine.dispose()

@@ -13,8 +13,6 @@ from tollway.store.db import create_engine, pgbouncer_url
 from .fixtures_gateway import Stack, make_key
 from .fixtures_pgbouncer import pgbouncer_port  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.postgres
-
 
 def test_create_engine_pool_settings_and_pgbouncer_mode() -> None:
     engine = create_engine("postgresql+asyncpg://u@127.0.0.1:1/x", pool_size=3, max_overflow=2)
@@ -28,6 +26,7 @@ def test_create_engine_pool_settings_and_pgbouncer_mode() -> None:
         assert bouncer.url.query["prepared_statement_cache_size"] == "0"
 
 
+@pytest.mark.postgres
 def test_gateway_through_pgbouncer_transaction_pooling(
     pg_url_sync: str,
     pgbouncer_port: int,  # noqa: F811
@@ -56,3 +55,29 @@ def test_gateway_through_pgbouncer_transaction_pooling(
         assert len({r["key_id"] for r in rows}) == 8
     finally:
         stack.stop()
+
+
+def test_engine_options_follow_settings_and_the_usage_writer_holds_one_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from tollway.core.settings import Settings
+    from tollway.store import usage_worker
+    from tollway.store.db import engine_options
+
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert engine_options(defaults) == {"pool_size": 5, "max_overflow": 5, "pgbouncer": False}
+    tuned = Settings(_env_file=None, db_pool_size=2, db_max_overflow=0, db_pgbouncer=True)  # type: ignore[call-arg]
+    assert engine_options(tuned) == {"pool_size": 2, "max_overflow": 0, "pgbouncer": True}
+
+    made: list[dict[str, object]] = []
+    real = usage_worker.create_engine
+
+    def spy(url: str, **kw: object) -> object:
+        made.append(kw)
+        return real(url, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(usage_worker, "create_engine", spy)
+    usage_worker.serve("postgresql+asyncpg://u@127.0.0.1:1/x", io.BytesIO(b""), io.BytesIO())
+    assert made == [{"pool_size": 1, "max_overflow": 0}]
