@@ -17,6 +17,7 @@ from tollway.core.secrets import hash_key
 from tollway.core.types import KeyRecord
 from tollway.gateway.auth import KeyCache
 from tollway.services import keys as key_service
+from tollway.store import key_changes
 from tollway.store.db import create_engine
 
 from .fixtures_gateway import Stack, run_async
@@ -104,6 +105,26 @@ def _count_reads(gateway: GatewayThread) -> Counter[str]:
     return reads
 
 
+def _followed(gateways: list[GatewayThread], db_url: str) -> None:
+    """Wait until every instance has read the key changes log up to its newest row."""
+
+    async def newest() -> int:
+        engine = create_engine(db_url)
+        try:
+            return await key_changes.last_id(engine)
+        finally:
+            await engine.dispose()
+
+    target: int = run_async(newest())
+    deadline = time.monotonic() + 10
+    for gateway in gateways:
+        rt = gateway.app.runtime
+        assert rt is not None and rt.key_changes is not None
+        while rt.key_changes._last < target:
+            assert time.monotonic() < deadline, "key changes were not followed"
+            time.sleep(0.02)
+
+
 def _ask(url: str, key: str) -> None:
     client = openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0)
     client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
@@ -117,6 +138,8 @@ def test_a_change_reaches_both_instances_and_rereads_only_that_key(
     other = GatewayThread(stack.settings).start()
     try:
         a, b = _create(pg_url_sync, "a"), _create(pg_url_sync, "b")
+        gateways = [stack.gateway, other]
+        _followed(gateways, pg_url_sync)  # the creations (each clears its own unseen hash)
         reads = [_count_reads(stack.gateway), _count_reads(other)]
         for url in (stack.url, other.url):
             for key in (a.key, b.key, a.key, b.key):
@@ -140,7 +163,7 @@ def test_a_change_reaches_both_instances_and_rereads_only_that_key(
         print(f"disabled key refused after {took[0]:.2f} s / {took[1]:.2f} s")
 
         _create(pg_url_sync, "c")  # a new key invalidates only its own (unseen) hash
-        time.sleep(0.6)  # three polls
+        _followed(gateways, pg_url_sync)
         for url in (stack.url, other.url):
             _ask(url, b.key)
         # A re-read once per instance; B never: still cached after both changes.
