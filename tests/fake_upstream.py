@@ -57,6 +57,10 @@ class FakeUpstream:
         self.port = 0
         self.stream_finished = threading.Event()
         self.cancelled = threading.Event()
+        # Requests whose connection the client (the gateway) closed before the answer was
+        # sent (while `delay` ran), and streams cut by it: what a cancellation looks like here.
+        self.abandoned = 0
+        self.streams_cut = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -104,6 +108,8 @@ class FakeUpstream:
         self.seen.clear()
         self.stream_finished.clear()
         self.cancelled.clear()
+        self.abandoned = 0
+        self.streams_cut = 0
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -140,8 +146,8 @@ class FakeUpstream:
         if request.method == "GET" and request.path == "/v1/models" and b.mode == "ok":
             data = [{"id": m, "object": "model", "owned_by": self.name} for m in self.models]
             return web.json_response({"object": "list", "data": data}, dumps=_dumps)
-        if b.delay:
-            await asyncio.sleep(b.delay)
+        if b.delay and await self._abandoned_while_waiting(request, b.delay):
+            return web.Response(status=499)  # nobody reads it: the connection is closed
         if b.mode == "error":
             return _error(b.status, "upstream exploded", "server_error")
         if b.mode == "rate_limited":
@@ -189,6 +195,18 @@ class FakeUpstream:
             },
             dumps=_dumps,
         )
+
+    async def _abandoned_while_waiting(self, request: web.Request, delay: float) -> bool:
+        """Wait `delay` seconds before answering, watching the connection: True (and counted)
+        when the client closed it meanwhile."""
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self.abandoned += 1
+                return True
+            await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        return False
 
     def _balance(self, path: str) -> web.Response:
         """Vercel AI Gateway's GET /v1/credits, or OpenRouter's GET /api/v1/key."""
@@ -284,6 +302,7 @@ class FakeUpstream:
             await resp.write_eof()
             self.stream_finished.set()
         except (asyncio.CancelledError, ConnectionResetError):
+            self.streams_cut += 1
             self.cancelled.set()
             raise
         return resp

@@ -96,7 +96,8 @@ class Stack:
             config=self.config,
             usage_flush_interval=0.05,
             revision_poll_interval=0.2,
-            upstream_read_timeout=5.0,
+            upstream_read_timeout=settings.pop("upstream_read_timeout", 5.0),
+            upstream_first_byte_timeout=settings.pop("upstream_first_byte_timeout", 5.0),
             **settings,
         )
         self.gateway = GatewayThread(self.settings).start()

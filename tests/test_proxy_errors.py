@@ -142,13 +142,13 @@ def test_failover_when_upstream_is_down(fresh: Stack, unused_port: int) -> None:
 def test_upstream_timeout_is_504(fresh: Stack) -> None:
     rt = fresh.gateway.app.runtime
     assert rt is not None
-    old = rt.relay.client.read_timeout
-    rt.relay.client.read_timeout = 0.3
+    old = rt.relay.client.first_byte_timeout
+    rt.relay.client.first_byte_timeout = 0.3
     fresh.a.behaviour.delay = 1.0
     try:
         resp = post(fresh, json=CHAT)
     finally:
-        rt.relay.client.read_timeout = old
+        rt.relay.client.first_byte_timeout = old
     assert resp.status_code == 504 and error_of(resp)["code"] == "upstream_timeout"
 
 

@@ -28,7 +28,7 @@ from tollway.gateway.key_changes import KeyChangeFollower
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
-from tollway.gateway.readiness import Check, Readiness, Report
+from tollway.gateway.readiness import Readiness, Report, fleet_readiness
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink, UsageWriter
 from tollway.gateway.usage_process import UsageProcess
@@ -40,6 +40,7 @@ from tollway.store.spend import key_spend
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
+from tollway.upstreams.shared_state import SharedPoolState
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -173,7 +174,7 @@ class TollwayApp:
         reseed()  # a forked worker gets request ids of its own
         engine = create_engine(s.database_url, **engine_options(s))
         pool = Pool()
-        upstreams = UpstreamManager(pool, s, engine)
+        upstreams = UpstreamManager(pool, s, engine, shared=_shared_state(s, pool))
         await upstreams.start()
 
         async def load_key(key_hash: str) -> Any:
@@ -182,7 +183,13 @@ class TollwayApp:
         writer = _usage_writer(s, engine)
 
         keys = KeyCache(load_key, s.key_cache_ttl, s.negative_cache_ttl)
-        relay = Relay(pool, s.upstream_connect_timeout, s.upstream_read_timeout, s.max_attempts)
+        relay = Relay(
+            pool,
+            s.upstream_connect_timeout,
+            s.upstream_read_timeout,
+            s.max_attempts,
+            s.upstream_first_byte_timeout,
+        )
         await relay.start()
         prices = PriceBook(await _load_prices(engine, s))
         limiter = _build_limiter(s, engine)
@@ -191,7 +198,7 @@ class TollwayApp:
         gateway = Gateway(keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices)
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
-        rt.readiness = _readiness(s, engine, pool, limiter)
+        rt.readiness = fleet_readiness(engine, pool, limiter, s.ready_timeout, s.ready_cache)
         rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
         rt.key_changes = KeyChangeFollower(engine, keys.invalidate)
@@ -216,6 +223,7 @@ class TollwayApp:
                 await task
         if rt.upstreams is not None:
             await rt.upstreams.stop()
+        await _requests_settled(rt.gateway)
         await rt.sink.stop()
         if isinstance(rt.sink.writer, UsageProcess):
             await rt.sink.writer.close()
@@ -254,6 +262,17 @@ class TollwayApp:
             rt.revisions = current
 
 
+async def _requests_settled(gateway: Gateway, wait: float = 5.0) -> None:
+    """Requests that uvicorn cancelled at the end of the drain time still send their final
+    error event and emit their usage event: give them a few loop turns before the sink stops."""
+    for _ in range(int(wait / 0.01)):
+        if not gateway.open:
+            return
+        await asyncio.sleep(0.01)
+    if gateway.open:
+        log.error("%d request(s) still open at shutdown: their usage is not recorded", gateway.open)
+
+
 async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
     """The config file's `prices:`, overridden by prices set in the database."""
     table = prices_from_config(s.config_path())
@@ -290,26 +309,12 @@ def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
     return LocalLimiter(seed)
 
 
-def _readiness(s: Settings, engine: AsyncEngine, pool: Pool, limiter: Limiter) -> Readiness:
-    async def database() -> str | None:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql("SELECT 1")
+def _shared_state(s: Settings, pool: Pool) -> SharedPoolState | None:
+    """With Redis, the instances share pool health, manual spend and one probe runner."""
+    if not s.redis_url:
         return None
-
-    async def upstreams() -> str | None:
-        now = pool.clock()
-        return None if any(pool.in_rotation(u, now) for u in pool.upstreams) else "none in rotation"
-
-    checks: dict[str, Check] = {"database": database, "upstreams": upstreams}
-    if isinstance(limiter, RedisLimiter):
-        redis = limiter.redis
-
-        async def redis_ping() -> str | None:
-            await redis.ping()
-            return None
-
-        checks["redis"] = redis_ping
-    return Readiness(checks, s.ready_timeout, s.ready_cache)
+    client = connect(s.redis_url, s.redis_timeout)
+    return SharedPoolState(client, s.redis_prefix, pool, lease_ttl=s.pool_lease_ttl)
 
 
 async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:
@@ -407,7 +412,9 @@ def serve(settings: Settings | None = None) -> None:
         # No X-Forwarded-* rewriting on every request: the gateway does not use client addresses.
         proxy_headers=False,
         log_level=s.log_level,
-        timeout_graceful_shutdown=30,
+        # On SIGTERM: stop accepting, let open requests run this long, then cancel them
+        # (streams get a final `server_shutting_down` error event; see endpoint).
+        timeout_graceful_shutdown=s.shutdown_drain_seconds,
     )
     # uvicorn.run, with a server that drains (/readyz "draining") before closing its listener.
     if s.workers > 1:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Namespace of Tollway's Redis keys: instances sharing limits must use the same one.
     redis_prefix: str = "tollway"
     redis_timeout: float = 0.5  # seconds; an unreachable Redis refuses limited keys (503)
+    # With Redis, one instance runs balance probes and health checks; another takes over
+    # within this many seconds when it stops.
+    pool_lease_ttl: float = Field(default=10.0, gt=0)
     log_level: str = "info"
 
     # Database connections per process (PostgreSQL): the usage writer child adds one more.
@@ -45,8 +48,14 @@ class Settings(BaseSettings):
     # Request handling
     max_body_bytes: int = 32 * 1024 * 1024
     upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 600.0
+    # From sending the request to the answer's first byte; past it the next upstream is tried.
+    # A non-streamed answer's headers come when it is complete: long ones need more.
+    upstream_first_byte_timeout: float = Field(default=120.0, gt=0)
+    # The idle time between two reads once the answer has begun (not a whole-answer limit).
+    upstream_read_timeout: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # On SIGTERM, how long open requests may finish before streams get a final error event.
+    shutdown_drain_seconds: int = Field(default=30, ge=0)
 
     # Background work
     # Who writes usage rows: a child process (keeps the database off the event loop and its

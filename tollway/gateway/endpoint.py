@@ -18,6 +18,8 @@ from tollway.upstreams.pool import Pool
 from .asgi import Headers, Message, Receive, Scope, Send, header, read_body, send_bytes, send_error
 from .auth import KeyCache
 from .body import RequestInfo, inspect
+from .client_link import CANCEL_MESSAGE, GONE, TASK, uncancel
+from .guard import shutting_down, unexpected
 from .limits import Admission, Limiter
 from .relay import DROP_RESPONSE, Attempt, Relay
 from .sse import SSETracker, usage_from_json
@@ -67,40 +69,57 @@ class Gateway:
         self.sink = sink
         self.max_body_bytes = max_body_bytes
         self.price = price
+        self.open = 0  # requests in progress: shutdown waits for their usage events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = new_request_id()
         base: Headers = [(b"x-request-id", request_id.encode())]
-        headers: Headers = scope["headers"]
-        try:
-            key = await self.keys.authenticate(headers)
-        except GatewayError as exc:
-            await send_error(send, exc, base)
-            return
-        method: str = scope["method"]
-        path: str = scope["path"]
-        event = UsageEvent(time.time(), request_id, key.id, method, path)
+        event: UsageEvent | None = None
         sent = [False]  # whether the response has started; failover stops there
 
         async def tracked_send(message: Message) -> None:
             sent[0] = True
             await send(message)
 
+        self.open += 1
         try:
+            key = await self.keys.authenticate(scope["headers"])
+            method: str = scope["method"]
+            path: str = scope["path"]
+            event = UsageEvent(time.time(), request_id, key.id, method, path)
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
                 await self._models(tracked_send, key, path, base)
                 event.status = 200
                 return
             await self._proxy(scope, receive, tracked_send, key, event, base)
         except GatewayError as exc:
-            event.status = exc.status
-            event.error_type = exc.code or exc.type
+            if event is not None:
+                event.status = exc.status
+                event.error_type = exc.code or exc.type
             if not sent[0]:
                 await send_error(send, exc, base)
+        except asyncio.CancelledError:
+            # The client left (the protocol cancelled us), or shutdown's drain time is over.
+            uncancel()
+            gone = GONE in scope
+            if event is not None:
+                _cancelled(event, gone, sent[0])
+            if not gone and not sent[0]:
+                await send_error(send, shutting_down(), base)
+        except Exception as exc:  # the outermost guard: never uvicorn's plain-text 500
+            error = unexpected(exc, request_id)
+            if event is not None:
+                event.error_type = error.code
+                if not sent[0]:
+                    event.status = error.status
+            if not sent[0]:
+                await send_error(send, error, base)
         finally:
-            event.latency_ms = (time.perf_counter() - started) * 1000.0
-            self.sink.emit(event)
+            self.open -= 1
+            if event is not None:
+                event.latency_ms = (time.perf_counter() - started) * 1000.0
+                self.sink.emit(event)
 
     async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers) -> None:
         allowed = key.models
@@ -148,6 +167,10 @@ class Gateway:
             )
         admission = await self.limiter.admit(key, model)
         try:
+            # From here the protocol cancels this task when the client leaves (client_link).
+            scope[TASK] = asyncio.current_task()
+            if GONE in scope:  # it left while the body was read or the limits checked
+                raise asyncio.CancelledError(CANCEL_MESSAGE)
             attempt = await self.relay.send(
                 event.method.encode(),
                 _upstream_path(scope),
@@ -167,8 +190,9 @@ class Gateway:
                 if attempt.model is not None
                 else None
             )
-            await self._respond(receive, send, attempt, info, event, base, admission)
+            await self._respond(scope, send, attempt, info, event, base, admission)
         finally:
+            scope[TASK] = None  # settling is not interrupted by a late disconnect
             if self.price is not None and event.total_tokens is not None:
                 event.cost_usd = self.price(event)
             self.pool.on_usage(event.upstream, event.total_tokens, event.cost_usd)
@@ -176,7 +200,7 @@ class Gateway:
 
     async def _respond(
         self,
-        receive: Receive,
+        scope: Scope,
         send: Send,
         attempt: Attempt,
         info: RequestInfo,
@@ -195,7 +219,7 @@ class Gateway:
         try:
             if content_type.startswith(SSE_TYPE):
                 self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
-                await self._stream(receive, send, attempt, info, event, out)
+                await self._stream(scope, send, attempt, info, event, out)
             elif content_type.startswith(JSON_TYPE) or response.status >= 400:
                 payload = await response.read()
                 if response.status < 400:
@@ -209,8 +233,16 @@ class Gateway:
             else:
                 self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
                 await self._passthrough(send, response, out)
-        except (UpstreamError, TimeoutError) as exc:
-            # Failed while reading a non-streamed answer: nothing sent yet, so say so cleanly.
+        except TimeoutError as exc:
+            # Idle while reading a non-streamed answer: nothing sent yet, so say so cleanly.
+            self.pool.on_failure(up, reason="timeout")
+            raise GatewayError(
+                504,
+                "The upstream stopped sending its answer.",
+                "timeout_error",
+                "upstream_idle_timeout",
+            ) from exc
+        except UpstreamError as exc:
             self.pool.on_failure(up)
             raise GatewayError(
                 502, "The upstream connection failed mid-response.", "upstream_error"
@@ -231,7 +263,7 @@ class Gateway:
 
     async def _stream(
         self,
-        receive: Receive,
+        scope: Scope,
         send: Send,
         attempt: Attempt,
         info: RequestInfo,
@@ -240,17 +272,6 @@ class Gateway:
     ) -> None:
         response = attempt.response
         tracker = SSETracker(hide_usage_chunk=info.inject_usage)
-        disconnected = asyncio.Event()
-
-        async def watch_client() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected.set()
-                    response.close()  # cancels the upstream request
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch_client())
         began = time.perf_counter()
         first = True
         try:
@@ -264,35 +285,53 @@ class Gateway:
                             first = False
                         await send({"type": "http.response.body", "body": data, "more_body": True})
                 rest = tracker.tail()
-            except (UpstreamError, TimeoutError):
-                rest = b""
-                if not disconnected.is_set():
-                    event.error_type = "upstream_stream_error"
-                    self.pool.on_failure(attempt.upstream)
-                    rest = (
-                        b"data: "
-                        + orjson.dumps(
-                            {
-                                "error": {
-                                    "message": "The upstream stream failed before it was complete.",
-                                    "type": "upstream_error",
-                                    "param": None,
-                                    "code": "upstream_stream_error",
-                                }
-                            }
-                        )
-                        + b"\n\n"
-                    )
-            if disconnected.is_set():
-                event.error_type = "client_disconnected"
-            elif not tracker.saw_done and tracker.usage is None and event.error_type is None:
+            except TimeoutError:
+                event.error_type = "upstream_idle_timeout"
+                self.pool.on_failure(attempt.upstream, reason="timeout")
+                rest = _error_event(
+                    "The upstream stopped sending the stream.", "timeout_error", event.error_type
+                )
+            except UpstreamError:
+                event.error_type = "upstream_stream_error"
+                self.pool.on_failure(attempt.upstream)
+                rest = _error_event(
+                    "The upstream stream failed before it was complete.",
+                    "upstream_error",
+                    event.error_type,
+                )
+            except asyncio.CancelledError:
+                if GONE in scope:
+                    raise  # the client left: nobody to tell; the caller records it
+                uncancel()  # shutdown's drain time is over: say so, then end the stream
+                error = shutting_down()
+                event.error_type = error.code
+                rest = _error_event(error.message, error.type, error.code)
+            if not tracker.saw_done and tracker.usage is None and event.error_type is None:
                 event.error_type = "upstream_stream_incomplete"
             await send({"type": "http.response.body", "body": rest, "more_body": False})
         finally:
-            watcher.cancel()
             if tracker.usage is not None:
                 _usage_into(event, tracker.usage)
             elif tracker.content_chunks:
                 # The stream ended before its usage chunk: count what was relayed.
                 event.completion_tokens = tracker.content_chunks
                 event.total_tokens = tracker.content_chunks
+
+
+def _error_event(message: str, type: str, code: str | None) -> bytes:
+    """A final SSE event in OpenAI's error shape, for a stream that cannot go on."""
+    error = {"message": message, "type": type, "param": None, "code": code}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+
+
+def _cancelled(event: UsageEvent, client_gone: bool, sent: bool) -> None:
+    """Record a cancelled request: 499 (nginx's "client closed request") when the client left
+    before the response began, else the status it got; 503 when shutdown ended it unanswered."""
+    if client_gone:
+        event.error_type = "client_disconnected"
+        if not sent:
+            event.status = 499
+    else:
+        event.error_type = "server_shutting_down"
+        if not sent:
+            event.status = 503

@@ -15,6 +15,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .client_link import client_lost
+
 
 class CoalescingTransport:
     """A transport whose writes of one loop turn go out as one write; everything else is
@@ -61,8 +63,15 @@ class CoalescingTransport:
 
 
 class TollwayHttpProtocol(HttpToolsProtocol):
-    """`tollway serve`'s HTTP protocol: uvicorn's, over a `CoalescingTransport`."""
+    """`tollway serve`'s HTTP protocol: uvicorn's, over a `CoalescingTransport`, and it tells
+    a request whose client left (see `client_link`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         wrapped = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            client_lost(cycle.scope)  # type: ignore[arg-type]
+        super().connection_lost(exc)

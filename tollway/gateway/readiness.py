@@ -12,6 +12,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tollway.gateway.limiting import RedisLimiter
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from tollway.gateway.limits import Limiter
+    from tollway.upstreams.pool import Pool
 
 Check = Callable[[], Awaitable[str | None]]  # None = ok, else what is wrong
 
@@ -73,3 +82,29 @@ class Readiness:
         except Exception as exc:  # the error's kind only: never a URL or a secret
             return f"failed: {type(exc).__name__}"
         return problem or "ok"
+
+
+def fleet_readiness(
+    engine: AsyncEngine, pool: Pool, limiter: Limiter, timeout: float, cache: float
+) -> Readiness:
+    """The gateway's checks: database, upstreams in rotation, Redis when limits live there."""
+
+    async def database() -> str | None:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return None
+
+    async def upstreams() -> str | None:
+        now = pool.clock()
+        return None if any(pool.in_rotation(u, now) for u in pool.upstreams) else "none in rotation"
+
+    checks: dict[str, Check] = {"database": database, "upstreams": upstreams}
+    if isinstance(limiter, RedisLimiter):
+        redis = limiter.redis
+
+        async def redis_ping() -> str | None:
+            await redis.ping()
+            return None
+
+        checks["redis"] = redis_ping
+    return Readiness(checks, timeout, cache)

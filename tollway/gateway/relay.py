@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -93,10 +94,13 @@ class Relay:
         connect_timeout: float,
         read_timeout: float,
         max_attempts: int,
+        first_byte_timeout: float | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
-        self.client = UpstreamClient(connect_timeout, read_timeout)
+        self.client = UpstreamClient(
+            connect_timeout, read_timeout, first_byte_timeout=first_byte_timeout
+        )
 
     async def start(self) -> None:
         return None  # connections open on first use
@@ -157,8 +161,19 @@ class Relay:
                     pool.on_failure(up, reason="connection failed")
                     last_error = upstream_unreachable()
                     continue
+                except asyncio.CancelledError:  # the client left, or shutdown: keep nothing
+                    if held is not None:
+                        await self.release(held.upstream, held.response)
+                    raise
                 attempt = Attempt(up, response, number, started, model)
-                verdict = await self._judge(attempt)
+                try:
+                    verdict = await self._judge(attempt)
+                except asyncio.CancelledError:
+                    response.close()
+                    up.in_flight -= 1
+                    if held is not None:
+                        await self.release(held.upstream, held.response)
+                    raise
                 if held is not None:
                     await self.release(held.upstream, held.response)
                     held = None

@@ -309,7 +309,8 @@ class _Connection(asyncio.Protocol):
             self.transport.writelines((head, body))
         else:
             self.transport.write(head + body)
-        self.timer = self.loop.call_later(self.client.read_timeout, self._check_read_timeout)
+        # Until the first byte the first-byte timeout applies, then the idle one.
+        self.timer = self.loop.call_later(self.client.first_byte_timeout, self._check_read_timeout)
         return response
 
     def resume(self) -> None:
@@ -355,15 +356,22 @@ class _Connection(asyncio.Protocol):
 
     def _check_read_timeout(self) -> None:
         """One timer per request, re-armed lazily: reading is refreshed by every data_received
-        instead of arming a timer per read."""
+        instead of arming a timer per read. Before any byte of the answer the first-byte
+        timeout applies (a hung upstream fails over sooner), after it the idle time between
+        two reads."""
         self.timer = None
         response = self.response
         if response is None or response._done:
             return
         idle = self.loop.time() - self.last_read
-        timeout = self.client.read_timeout
+        received = self.received
+        timeout = self.client.read_timeout if received else self.client.first_byte_timeout
         if idle >= timeout:
-            self._abort(TimeoutError("upstream read timed out"))
+            self._abort(
+                TimeoutError(
+                    "upstream idle between reads" if received else "upstream sent no first byte"
+                )
+            )
         else:
             self.timer = self.loop.call_later(timeout - idle, self._check_read_timeout)
 
@@ -388,9 +396,12 @@ class UpstreamClient:
         read_timeout: float,
         keepalive: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        first_byte_timeout: float | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.read_timeout = read_timeout  # idle time between two reads, once bytes came
+        # From the request's write to the answer's first byte (the read timeout when unset).
+        self.first_byte_timeout = read_timeout if first_byte_timeout is None else first_byte_timeout
         self.keepalive = keepalive
         self._ssl = ssl_context
         self._origins: dict[str, Origin] = {}

@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.core.settings import Settings
-from tollway.store import queries
+from tollway.store.manual_spend import add_spend, raise_spend, read_spend
 
 from .balance import probe_all
 from .config import (
@@ -32,10 +31,11 @@ from .crypto import SecretBox, SecretKeyMissing, secret_box
 from .dbsource import load_db_upstreams
 from .pocketbase import PocketBaseUnavailable, fetch_keys
 from .pool import Pool
+from .shared_state import SharedPoolState
+from .spend_book import SpendBook, spend_key
 from .target import Upstream
 
 log = logging.getLogger("tollway.upstreams")
-SPEND_KEY = "upstreams.manual_spend"
 SPEND_SAVE_INTERVAL = 30.0
 DISCOVERY_INTERVAL = 600.0
 
@@ -48,8 +48,12 @@ class UpstreamManager:
         engine: AsyncEngine | None,
         config: GatewayConfig | None = None,
         base_dir: Path | None = None,
+        shared: SharedPoolState | None = None,
     ) -> None:
         self.pool = pool
+        # With Redis, pool health, spend and the probes' lease are shared by the fleet.
+        self.shared = shared
+        self.book = shared.book if shared is not None else SpendBook(pool)
         self.settings = settings
         self.engine = engine
         path = settings.config_path() if config is None else None
@@ -65,7 +69,6 @@ class UpstreamManager:
             self.box = None
         self.session: aiohttp.ClientSession | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self._saved_spend = b""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -75,6 +78,8 @@ class UpstreamManager:
             await self.refresh_pocketbase(cfg)
         await self.reload_db()
         await self._load_spend()
+        if self.shared is not None:
+            await self.shared.start()
         r = self.config.routing
         loop = asyncio.get_running_loop()
         for cfg in self._pocketbase_entries():
@@ -84,7 +89,7 @@ class UpstreamManager:
         if r.balance_refresh_interval > 0:
             self.tasks.append(loop.create_task(self._balance_loop(r.balance_refresh_interval)))
         if r.health_check_interval > 0:
-            self._every(loop, r.health_check_interval, self.check_health)
+            self._every(loop, r.health_check_interval, self._fleet_job(self.check_health))
         if r.discover_models:
             self.tasks.append(loop.create_task(self._discovery_loop()))
         if self.engine is not None:
@@ -96,8 +101,10 @@ class UpstreamManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.tasks.clear()
+        if self.shared is not None:
+            await self.shared.stop()
         with contextlib.suppress(Exception):
-            await self.save_spend()
+            await self.save_spend(final=True)
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -117,6 +124,18 @@ class UpstreamManager:
                     log.exception("background upstream job failed")
 
         self.tasks.append(loop.create_task(run()))
+
+    def runs_fleet_jobs(self) -> bool:
+        """Balance probes and active health checks: once per fleet with Redis (the lease
+        holder's results reach the others through the shared state), else in every process."""
+        return self.shared is None or self.shared.lease.runs_jobs
+
+    def _fleet_job(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            if self.runs_fleet_jobs():
+                await job()
+
+        return run
 
     def _pb_job(self, cfg: UpstreamConfig) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
@@ -215,7 +234,8 @@ class UpstreamManager:
     async def _balance_loop(self, interval: float) -> None:
         while True:
             try:
-                await self.refresh_balances()
+                if self.runs_fleet_jobs():
+                    await self.refresh_balances()
             except Exception:
                 log.exception("balance probes failed")
             await asyncio.sleep(interval)
@@ -266,36 +286,37 @@ class UpstreamManager:
                 log.exception("model discovery failed")
             await asyncio.sleep(DISCOVERY_INTERVAL)
 
-    # -- manual balances survive restarts ------------------------------------------------------
+    # -- manual balances: exact across instances, kept across restarts -------------------------
 
-    async def save_spend(self) -> None:
+    async def save_spend(self, final: bool = False) -> None:
+        """Without Redis, adds this process's new spend to the database's totals (atomic) and
+        takes the others' in. With Redis (the counters live there), the lease holder stores
+        the totals so they survive a restart of everything; every instance does when it
+        stops (a stored total is never lowered)."""
         if self.engine is None:
             return
-        spend = {
-            a.name: [a.manual_base_usd, a.spent_usd]
-            for a in self.pool.accounts.values()
-            if a.manual_base_usd is not None and a.spent_usd
-        }
-        blob = orjson.dumps(spend, option=orjson.OPT_SORT_KEYS)
-        if blob != self._saved_spend:
-            await queries.kv_set(self.engine, SPEND_KEY, blob.decode())
-            self._saved_spend = blob
+        book = self.book
+        if self.shared is None:
+            unshared = book.unshared()
+            deltas = {k: d for k, (_, d) in unshared.items()}
+            totals = await add_spend(self.engine, deltas)
+            for key, (acct, sent) in unshared.items():
+                base, total = totals.get(key[0], (key[1], 0.0))
+                if base == key[1]:
+                    book.absorb(acct, total, sent)
+        elif final or self.shared.lease.held:
+            known = {spend_key(a): book.known.get(spend_key(a), 0.0) for a in book.manual()}
+            if any(known.values()):
+                await raise_spend(self.engine, known)
 
     async def _load_spend(self) -> None:
         if self.engine is None:
             return
-        raw = await queries.kv_get(self.engine, SPEND_KEY)
-        if not raw:
-            return
-        try:
-            spend = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return
-        for name, (base, spent) in spend.items():
+        totals = await read_spend(self.engine)
+        for name, (base, spent) in totals.items():
             acct = self.pool.accounts.get(name)
             if acct is not None and acct.manual_base_usd == base:
-                acct.spent_usd = float(spent)
-        self._saved_spend = raw.encode()
+                self.book.start_from(acct, spent)
 
 
 def _auth(up: Upstream) -> dict[str, str]:

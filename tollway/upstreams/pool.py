@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .policy import PoolPolicy
 from .strategies import Group, order
@@ -17,7 +18,18 @@ from .target import Account, Upstream
 from .windows import window_add, window_count
 
 Clock = Callable[[], float]
+
+
 MAX_CACHED_MODELS = 4096  # unknown model names from clients must not grow the cache forever
+
+
+class PoolWatcher(Protocol):
+    """Told when an upstream's or an account's health changes (shared_state.py shares it with
+    the other instances). Called synchronously on the request path: it must only take note."""
+
+    def upstream_changed(self, up: Upstream) -> None: ...
+
+    def account_changed(self, acct: Account) -> None: ...
 
 
 class Pool:
@@ -35,6 +47,7 @@ class Pool:
         self.accounts: dict[str, Account] = {}
         self.by_name: dict[str, Upstream] = {}
         self._groups: dict[str | None, Group] = {}
+        self.watcher: PoolWatcher | None = None  # set when the fleet shares pool health
         self.replace(upstreams or [])
 
     # -- the set ---------------------------------------------------------------------------
@@ -174,6 +187,8 @@ class Pool:
             window_add(up.req_window, self.clock(), 1.0)
 
     def on_success(self, up: Upstream, latency_ms: float) -> None:
+        if up.consecutive_failures and self.watcher is not None:
+            self.watcher.upstream_changed(up)  # recovered: the others may stop resting it
         up.consecutive_failures = 0
         up.cooldown_until = 0.0
         up.rejections = 0
@@ -192,6 +207,8 @@ class Pool:
         else:
             pause = min(p.cooldown_max, p.cooldown_base * 2 ** min(up.consecutive_failures - 1, 30))
         up.cooldown_until = max(up.cooldown_until, self.clock() + pause)
+        if self.watcher is not None:
+            self.watcher.upstream_changed(up)
 
     def on_key_rejected(self, up: Upstream, status: int) -> None:
         """401/403: this key is out of rotation; it gets a trial again after a long rest."""
@@ -202,6 +219,8 @@ class Pool:
         up.last_error = f"key rejected (HTTP {status})"
         pause = min(p.key_park_max, p.key_park * 2 ** min(up.rejections - 1, 30))
         up.parked_until = self.clock() + pause
+        if self.watcher is not None:
+            self.watcher.upstream_changed(up)
 
     def on_exhausted(self, up: Upstream, status: int) -> None:
         """402 or an "insufficient balance/quota" answer: the whole account is out of
@@ -211,6 +230,8 @@ class Pool:
         acct = up.acct
         acct.exhausted_until = self.clock() + self.policy.exhausted_park
         acct.exhausted_at_balance = acct.available()
+        if self.watcher is not None:
+            self.watcher.account_changed(acct)
 
     def on_usage(self, upstream: str | None, tokens: int | None, cost_usd: float | None) -> None:
         """After a response: count tokens against tpm, spend against a manual balance."""
@@ -233,6 +254,8 @@ class Pool:
             and balance > (acct.exhausted_at_balance or 0.0) + 0.005
         ):
             acct.exhausted_until = 0.0
+        if self.watcher is not None:
+            self.watcher.account_changed(acct)
 
     def reset_health(self) -> None:
         """Forget every cooldown, rejection and exhaustion (tests; an admin's "retry all")."""

@@ -23,7 +23,7 @@ from tollway.core.types import KeyRecord
 
 from ..limits import NO_ADMISSION, Admission
 from .policy import Refusal, limits_unavailable, rate_headers, refusal_error
-from .redis_pipe import ScriptPipe
+from .redis_pipe import ScriptPipe, encode
 from .scripts import ADMIT, SEED, SETTLE
 from .seed import Seeder, SeedFn, no_history
 from .windows import Clock, Periods
@@ -32,6 +32,7 @@ log = logging.getLogger("tollway.limits")
 
 STATE_TTL_MS = 7 * 86_400_000  # idle key state goes; it is re-read from the database if needed
 FAIL_FAST_S = 1.0  # after a failure, refuse at once for this long instead of waiting on Redis
+RESTART_CHECK_S = 1.0  # how often Redis's run_id is read (a new one: Redis restarted)
 
 
 def connect(url: str, timeout: float = 0.5) -> aioredis.Redis:
@@ -95,6 +96,11 @@ class RedisLimiter:
         self._settling: dict[int, _Settlement] = {}  # key id -> requests ending together
         self._settle_timer: asyncio.Handle | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self._run_id: str | None = None
+        self.restarts_seen = 0
+        # Every new connection of the pipe first puts back the slots this instance holds, so
+        # after a Redis restart `max_parallel` counts them again before its next admit.
+        self._pipe.on_connect = self._reregister_commands
 
     def _keys(self, key_id: int) -> list[str]:
         names = self._names.get(key_id)
@@ -232,25 +238,62 @@ class RedisLimiter:
 
     # -- in-flight leases ------------------------------------------------------------------------
 
-    async def renew_leases(self) -> None:
-        """Pushes out the expiry of every slot this instance still holds."""
-        if not self._leases:
-            return
+    def _held_by_key(self) -> tuple[int, dict[int, dict[str, int]]]:
         expiry = int(self.clock() * 1000) + self.lease_ms
         by_key: dict[int, dict[str, int]] = {}
         for member, key_id in list(self._leases.items()):
             by_key.setdefault(key_id, {})[member] = expiry
+        return expiry, by_key
+
+    async def renew_leases(self, recreate: bool = False) -> None:
+        """Pushes out the expiry of every slot this instance still holds (`recreate`: adds
+        the ones Redis lost, after a restart)."""
+        if not self._leases:
+            return
+        _, by_key = self._held_by_key()
         async with self.redis.pipeline(transaction=False) as pipe:
             for key_id, members in by_key.items():
-                pipe.zadd(self._keys(key_id)[5], members, xx=True)
+                pipe.zadd(self._keys(key_id)[5], members, xx=not recreate)
+                if recreate:
+                    pipe.pexpire(self._keys(key_id)[5], self.lease_ms * 2)
             await pipe.execute()
 
+    def _reregister_commands(self) -> list[bytes]:
+        _, by_key = self._held_by_key()
+        out: list[bytes] = []
+        for key_id, members in by_key.items():
+            name = self._keys(key_id)[5].encode()
+            args: list[bytes] = []
+            for member, expiry in members.items():
+                args += (b"%d" % expiry, member.encode())
+            out.append(encode(b"ZADD", name, *args))
+            out.append(encode(b"PEXPIRE", name, b"%d" % (self.lease_ms * 2)))
+        return out
+
+    async def check_restart(self) -> bool:
+        """Reads Redis's run_id; a new one means a restart emptied it: the slots held here
+        are put back at once (rate windows cannot be: README, "Running several instances")."""
+        info = await self.redis.info("server")
+        run_id = str(info.get("run_id", ""))
+        restarted = self._run_id is not None and run_id != self._run_id
+        self._run_id = run_id
+        if restarted:
+            self.restarts_seen += 1
+            log.warning("Redis restarted: re-registering %d in-flight slot(s)", len(self._leases))
+            await self.renew_leases(recreate=True)
+        return restarted
+
     async def _renew_forever(self) -> None:
+        every = max(1, round(self.lease_ms / 3000.0 / RESTART_CHECK_S))
+        ticks = 0
         while True:
-            await asyncio.sleep(self.lease_ms / 3000.0)
+            await asyncio.sleep(RESTART_CHECK_S)
+            ticks += 1
             try:
-                await self.renew_leases()
-            except RedisError:
+                restarted = await self.check_restart()
+                if ticks % every == 0 and not restarted:
+                    await self.renew_leases()
+            except (RedisError, OSError):
                 log.debug("renewing in-flight leases failed", exc_info=True)
 
     def start(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -129,6 +130,9 @@ class ScriptPipe:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Commands every new connection sends before anyone else's (the limiter re-registers
+        # the slots it holds: after a Redis restart they must be back before a new admit).
+        self.on_connect: Callable[[], list[bytes]] | None = None
 
     @classmethod
     def like(cls, client: aioredis.Redis) -> ScriptPipe:
@@ -221,9 +225,12 @@ class ScriptPipe:
             setup.append(encode(*auth, self.password.encode()))
         if self.db:
             setup.append(encode(b"SELECT", str(self.db).encode()))
+        if self.on_connect is not None:
+            setup.extend(self.on_connect())
         try:
-            for command in setup:
-                await asyncio.wait_for(proto.send(command), self.timeout)
+            replies = [proto.send(command) for command in setup]
+            if replies:
+                await asyncio.wait_for(asyncio.gather(*replies), self.timeout)
         except (RedisConnectionError, ResponseError, TimeoutError) as exc:
             proto.fail(RedisConnectionError(f"Redis refused the connection setup: {exc}"))
             raise RedisConnectionError(f"Redis refused the connection setup: {exc}") from exc
