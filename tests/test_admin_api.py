@@ -229,7 +229,7 @@ def test_disable_enable_rotate_delete_through_the_gateway(stack: Stack, api: htt
     client.chat.completions.create(**CHAT)  # type: ignore[call-overload]  # now cached as valid
 
     assert api.post(f"/keys/{kid}/disable").json()["status"] == "disabled"
-    # The API clears this instance's cache at once: the very next request is refused.
+    # The API makes this instance forget the key at once: the very next request is refused.
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
 

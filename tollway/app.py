@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.core.errors import error_body
@@ -25,19 +26,28 @@ from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
 from tollway.gateway.body_budget import BodyBudget
+from tollway.gateway.draining import DrainingServer, use_for_workers
 from tollway.gateway.edge import EdgeLimits
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.http_server import TollwayHttpProtocol
+from tollway.gateway.key_changes import KeyChangeFollower
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
+from tollway.gateway.readiness import Readiness, Report, fleet_readiness
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
 from tollway.gateway.usage_process import UsageProcess
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
-from tollway.store.db import create_engine, is_sqlite, migrate_sync
+from tollway.store.db import (
+    create_engine,
+    engine_options,
+    is_sqlite,
+    migrate_sync,
+    pgbouncer_url,
+)
 from tollway.store.spend import key_spend
 from tollway.store.usage_worker import DEAD_LETTER
 from tollway.store.usage_writer import write_usage
@@ -70,6 +80,8 @@ class Runtime:
     prices: PriceBook | None = None  # the gateway's price function; reloaded on change
     # Failed admin-secret attempts per client address (UI login and admin API alike).
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
+    readiness: Readiness | None = None  # /readyz
+    key_changes: KeyChangeFollower | None = None  # forgets exactly the keys changed anywhere
 
 
 class TollwayApp:
@@ -81,6 +93,7 @@ class TollwayApp:
         s = self.settings  # read by the HTTP protocol for its connection limits
         self.edge_limits = EdgeLimits(s.header_timeout, s.keep_alive_timeout, s.max_connections)
         self._proxied = _trusting_proxies(self._route, self.settings.forwarded_allow_ips)
+        self.draining = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._proxied is None:
@@ -92,10 +105,39 @@ class TollwayApp:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             assert self.runtime is not None, "lifespan did not run"
             await self.runtime.gateway(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/readyz":
+            await self._readyz(send)  # raw: answers while the web side is still being built
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, _with_request_id(send))
+
+    def begin_drain(self) -> float:
+        """SIGTERM (see gateway/draining.py): /readyz says "draining" from now on; returns how
+        long the listener should stay open so a load balancer notices first."""
+        self.draining = True
+        if self.runtime is not None and self.runtime.readiness is not None:
+            self.runtime.readiness.draining = True
+        return self.settings.shutdown_ready_delay
+
+    async def _readyz(self, send: Send) -> None:
+        rt = self.runtime
+        if rt is None or rt.readiness is None:
+            report = Report(False, {"startup": "not started"})
+        else:
+            rt.readiness.draining = rt.readiness.draining or self.draining
+            report = await rt.readiness.report()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if report.ready else 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": orjson.dumps(report.body())})
 
     # -- web side (health now; admin API and UI mount here) ---------------------------------
 
@@ -159,7 +201,7 @@ class TollwayApp:
             if created is not None:
                 log.info("server secret created in %s (mode 0600)", created)
         server_secret(s)  # a secret file others can read stops the start (BadSecretFile)
-        engine = create_engine(s.database_url)
+        engine = create_engine(s.database_url, **engine_options(s))
         pool = Pool()
         upstreams = UpstreamManager(pool, s, engine, shared=_shared_state(s, pool))
         await upstreams.start()
@@ -195,7 +237,11 @@ class TollwayApp:
         )
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
+        rt.readiness = fleet_readiness(engine, pool, limiter, s.ready_timeout, s.ready_cache)
+        rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
+        rt.key_changes = KeyChangeFollower(engine, keys.invalidate)
+        await rt.key_changes.start()
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
         self.runtime = rt
@@ -234,8 +280,12 @@ class TollwayApp:
             except Exception:
                 log.warning("could not read state revisions", exc_info=True)
                 continue
-            if current.get("keys") != rt.revisions.get("keys"):
-                rt.keys.clear()
+            if current.get("keys") != rt.revisions.get("keys") and rt.key_changes is not None:
+                try:
+                    await rt.key_changes.catch_up()
+                except Exception:
+                    log.warning("could not read key changes", exc_info=True)
+                    continue  # try again next poll
             if current.get("prices") != rt.revisions.get("prices") and rt.prices is not None:
                 try:
                     rt.prices.replace(await _load_prices(rt.engine, rt.settings))
@@ -298,7 +348,9 @@ def _usage_writer(s: Settings, engine: AsyncEngine, spool_dir: Path | None = Non
     on this event loop (`inline`; also for an in-memory SQLite database, which a second
     process could not see)."""
     if s.usage_writer == "process" and ":memory:" not in s.database_url:
-        return UsageProcess(s.database_url, spool_dir)
+        # One connection (pool_size=1 in the child); PgBouncer mode travels in its URL.
+        url = pgbouncer_url(s.database_url) if s.db_pgbouncer else s.database_url
+        return UsageProcess(url, spool_dir)
     dead_letter = spool_dir / DEAD_LETTER if spool_dir is not None else None
 
     async def write(events: list[UsageEvent]) -> None:
@@ -416,14 +468,14 @@ def serve(settings: Settings | None = None) -> None:
             "TOLLWAY_WORKERS > 1 needs TOLLWAY_REDIS_URL: the worker processes share the "
             "limits' counters through Redis. Set it, or run one worker."
         )
-    migrate_sync(s.database_url)
+    migrate_sync(s.database_url, pgbouncer=s.db_pgbouncer)
     if s.workers > 1:
         fork_workers()
     # What is loaded so far (the imports) lives as long as the process: frozen now, startup's
     # _tune_gc collects only what startup made (a full collection costs ~50 ms; here it would
     # find nothing), and forked workers share these pages instead of copying them.
     gc.freeze()
-    uvicorn.run(
+    config = uvicorn.Config(
         "tollway.app:create_app",
         factory=True,
         host=s.host,
@@ -441,6 +493,17 @@ def serve(settings: Settings | None = None) -> None:
         # (streams get a final `server_shutting_down` error event; see endpoint).
         timeout_graceful_shutdown=s.shutdown_drain_seconds,
     )
+    # uvicorn.run, with a server that drains (/readyz "draining") before closing its listener.
+    if s.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        use_for_workers()
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = DrainingServer(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE
 
 
 def fork_workers() -> None:

@@ -133,11 +133,14 @@ def engine_of(request: Request) -> AsyncEngine:
 Engine = Annotated[AsyncEngine, Depends(engine_of)]
 
 
-def keys_changed(request: Request) -> None:
-    """This instance forgets cached keys at once; others follow the revision bump."""
+async def keys_changed(request: Request) -> None:
+    """This instance forgets the changed key before answering; others within a poll."""
     rt = request.app.state.get_runtime()
-    if rt is not None:
-        rt.keys.clear()
+    if rt is not None and rt.key_changes is not None:
+        try:
+            await rt.key_changes.catch_up()
+        except Exception:  # the change is committed; the poller catches up when it can
+            log.warning("could not read key changes", exc_info=True)
 
 
 RuntimeGetter = Callable[[], "Runtime | None"]

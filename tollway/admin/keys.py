@@ -35,7 +35,7 @@ async def create_key(
 ) -> keys.CreatedKey:
     """The response is the only place the raw key ever appears: store it now."""
     created = await keys.create_key(engine, spec)
-    keys_changed(request)
+    await keys_changed(request)
     return created
 
 
@@ -51,14 +51,14 @@ async def update_key(
     """Only the fields sent change; `null` clears a limit, the email, the expiry or the model
     allow-list."""
     info = await keys.update_key(engine, key_id, changes)
-    keys_changed(request)
+    await keys_changed(request)
     return info
 
 
 @router.post("/{key_id}/enable", response_model=keys.KeyInfo, summary="Enable a key")
 async def enable_key(request: Request, engine: Engine, key_id: KeyId) -> keys.KeyInfo:
     info = await keys.enable_key(engine, key_id)
-    keys_changed(request)
+    await keys_changed(request)
     return info
 
 
@@ -66,7 +66,7 @@ async def enable_key(request: Request, engine: Engine, key_id: KeyId) -> keys.Ke
 async def disable_key(request: Request, engine: Engine, key_id: KeyId) -> keys.KeyInfo:
     """Requests with the key are refused at once on this instance, within a second on others."""
     info = await keys.disable_key(engine, key_id)
-    keys_changed(request)
+    await keys_changed(request)
     return info
 
 
@@ -74,7 +74,7 @@ async def disable_key(request: Request, engine: Engine, key_id: KeyId) -> keys.K
 async def rotate_key(request: Request, engine: Engine, key_id: KeyId) -> keys.CreatedKey:
     """A new secret for the same record: limits and usage history stay, the old secret dies."""
     created = await keys.rotate_key(engine, key_id)
-    keys_changed(request)
+    await keys_changed(request)
     return created
 
 
@@ -82,7 +82,7 @@ async def rotate_key(request: Request, engine: Engine, key_id: KeyId) -> keys.Cr
 async def delete_key(request: Request, engine: Engine, key_id: KeyId) -> Response:
     """Its usage history is kept, unlinked from the key."""
     await keys.delete_key(engine, key_id)
-    keys_changed(request)
+    await keys_changed(request)
     return Response(status_code=204)
 
 

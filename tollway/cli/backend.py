@@ -22,7 +22,7 @@ from tollway.core.settings import Settings, get_settings
 from tollway.services import keys, usage
 from tollway.services import upstreams as ups
 from tollway.services.errors import ServiceError
-from tollway.store.db import create_engine, is_sqlite
+from tollway.store.db import create_engine, engine_options, is_sqlite
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -264,7 +264,7 @@ async def _local(creating: bool) -> AsyncIterator[Backend]:
     if path is not None and not creating and not path.exists():
         # Opening would silently create an empty file; point at `init` instead.
         raise ServiceError(f"no database at {path.resolve()}; run `tollway init` first")
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, **engine_options(settings))
     try:
         yield Local(engine, settings)
     finally:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
+from tollway import __version__
 from tollway.cli import keys_cmds, secret_cmds, upstream_cmds, usage_cmds
 from tollway.cli.backend import Local, run_local, sqlite_file
 from tollway.cli.output import fail, out
@@ -30,6 +31,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tollway {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Tollway: a self-hosted, OpenAI-compatible LLM gateway."""
 
 
 def _where(url: str) -> str:
@@ -83,12 +100,36 @@ def init(
         out.print("Admin secret: already set (stored hashed; --reset-admin-secret replaces it).")
 
 
-@app.command()
-def serve() -> None:
-    """Run the gateway (host, port and workers from TOLLWAY_* settings)."""
-    from tollway.app import serve as serve_app  # lazy: the CLI must not load the server stack
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Bring the database schema up to date and exit (a one-off job before an upgrade).
 
-    serve_app(get_settings())
+    Safe while instances start: one process migrates at a time, the others wait."""
+    settings = get_settings()
+    path = sqlite_file(settings.database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def work(local: Local) -> None:
+        await migrate(local.engine)
+
+    run_local(work, creating=True)
+    out.print(f"Database schema up to date: {_where(settings.database_url)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (TOLLWAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (TOLLWAY_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (TOLLWAY_WORKERS).")
+    ] = None,
+) -> None:
+    """Run the gateway (options override the TOLLWAY_* settings)."""
+    from tollway.app import serve as serve_app  # lazy: the CLI must not load the server stack
+    from tollway.cli.serve_args import with_overrides
+
+    serve_app(with_overrides(get_settings(), host, port, workers))
 
 
 # --- keys, usage, upstreams -------------------------------------------------------------------

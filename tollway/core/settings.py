@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     pool_lease_ttl: float = Field(default=10.0, gt=0)
     log_level: str = "info"
 
+    # Database connections per process (PostgreSQL): the usage writer child adds one more.
+    # Sizing: instances x workers x (pool + overflow + 1) + CLI/admin jobs < max_connections.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    # Behind PgBouncer in transaction pooling: no server-side prepared statement cache.
+    db_pgbouncer: bool = False
+    # Readiness: how long /readyz's database check may take, and how long its answer is reused.
+    ready_timeout: float = Field(default=1.0, gt=0)
+    ready_cache: float = Field(default=1.0, ge=0)
+    # On SIGTERM, /readyz answers 503 "draining" this long before the listener closes, so a
+    # load balancer stops sending new requests first (5 s is a good value behind one).
+    shutdown_ready_delay: float = Field(default=0.0, ge=0)
+
     # Request handling
     max_body_bytes: int = 32 * 1024 * 1024
     upstream_connect_timeout: float = 10.0

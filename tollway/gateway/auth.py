@@ -52,6 +52,14 @@ class KeyCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._pending.clear()  # loads in flight may hold old records: they must not store
+
+    def invalidate(self, digest: str) -> None:
+        """Forget one key (by its hash). A load of it already in flight read the database
+        before the change: it is detached, so it cannot store its (stale) record, and the
+        next lookup reads again."""
+        self._entries.pop(digest, None)
+        self._pending.pop(digest, None)
 
     async def lookup(self, raw_key: str, client: str | None = None) -> KeyRecord | None:
         digest = hash_key(raw_key)
@@ -68,8 +76,9 @@ class KeyCache:
         self._pending[digest] = future
         try:
             record = await self._loader(digest)
-            ttl = self._ttl if record is not None else self._negative_ttl
-            self._entries[digest] = (record, time.monotonic() + ttl)
+            if self._pending.get(digest) is future:  # not invalidated while it was loading
+                ttl = self._ttl if record is not None else self._negative_ttl
+                self._entries[digest] = (record, time.monotonic() + ttl)
             future.set_result(record)
             return record
         except BaseException as exc:
@@ -77,7 +86,8 @@ class KeyCache:
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:
-            del self._pending[digest]
+            if self._pending.get(digest) is future:
+                del self._pending[digest]
 
     async def authenticate(
         self, headers: Headers, client: tuple[str, int] | None = None

@@ -1,8 +1,9 @@
 """Client key administration: create, list, get, update, enable/disable, rotate, delete.
 
 Secrets are stored only as SHA-256 hashes; the raw key leaves this module once, in CreatedKey.
-Every mutation bumps the "keys" revision in its own transaction so all instances drop
-stale cache entries within a poll interval.
+Every mutation records the changed key's hash(es) in the key changes log (and bumps the
+"keys" revision) in its own transaction, so every instance forgets exactly that key within a
+poll interval.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.secrets import KEY_PREFIX, display_prefix, generate_key, hash_key
 from tollway.services.errors import Invalid, NotFound
-from tollway.store.queries import as_utc, bump_revision, utcnow
+from tollway.store import key_changes
+from tollway.store.queries import as_utc, utcnow
 from tollway.store.tables import api_keys
 
 BudgetPeriod = Literal["none", "daily", "weekly", "monthly"]
@@ -336,7 +338,7 @@ async def create_key(engine: AsyncEngine, data: KeyCreate | Mapping[str, Any]) -
         )
         key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
         assert key_id is not None
-        await bump_revision(conn, "keys")
+        await key_changes.record(conn, secret_cols["key_hash"])  # only its negative entry
         info = await _fetch(conn, int(key_id))
     return CreatedKey(key=raw, info=info)
 
@@ -377,18 +379,25 @@ async def rotate_key(engine: AsyncEngine, key_id: int) -> CreatedKey:
 async def delete_key(engine: AsyncEngine, key_id: int) -> None:
     """Removes the key; its raw usage rows keep their history with key_id set to NULL."""
     async with engine.begin() as conn:
-        result = await conn.execute(api_keys.delete().where(api_keys.c.id == key_id))
-        if result.rowcount == 0:
+        result = await conn.execute(
+            api_keys.delete().where(api_keys.c.id == key_id).returning(api_keys.c.key_hash)
+        )
+        old = result.scalar()
+        if old is None:
             raise NotFound(f"no key with id {key_id}")
-        await bump_revision(conn, "keys")
+        await key_changes.record(conn, old)
 
 
 async def _change(engine: AsyncEngine, key_id: int, values: dict[str, Any]) -> KeyInfo:
     async with engine.begin() as conn:
+        old = (
+            await conn.execute(select(api_keys.c.key_hash).where(api_keys.c.id == key_id))
+        ).scalar()
         result = await conn.execute(
             api_keys.update().where(api_keys.c.id == key_id).values(**values, updated_at=utcnow())
         )
-        if result.rowcount == 0:
+        if old is None or result.rowcount == 0:
             raise NotFound(f"no key with id {key_id}")
-        await bump_revision(conn, "keys")
+        # A rotation also names the new hash (it may sit in a negative cache).
+        await key_changes.record(conn, *dict.fromkeys([old, values.get("key_hash", old)]))
         return await _fetch(conn, key_id)

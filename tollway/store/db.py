@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import fcntl
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from tollway.core.settings import Settings
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
+# pg_advisory_xact_lock's key for migrations ("tollway!" as a big-endian int64).
+MIGRATION_LOCK_ID = int.from_bytes(b"tollway!", "big")
+# In a URL, `prepared_statement_cache_size=0` turns PgBouncer mode on (how the gateway tells
+# its usage writer child, whose only input is the URL).
+_STATEMENT_CACHE = "prepared_statement_cache_size"
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so readers never block the writer."""
+def pgbouncer_url(url: str) -> str:
+    """The URL with PgBouncer mode spelled in it."""
+    parsed = make_url(url).update_query_dict({_STATEMENT_CACHE: "0"})
+    return parsed.render_as_string(hide_password=False)
+
+
+def _statement_name() -> str:
+    return f"__tw_{uuid.uuid4().hex}__"
+
+
+def create_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 5, pgbouncer: bool = False, **kwargs: Any
+) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so readers never block the writer.
+
+    PostgreSQL holds at most `pool_size` + `max_overflow` connections. `pgbouncer` (or
+    `prepared_statement_cache_size=0` in the URL) is for PgBouncer's transaction pooling: the
+    server connection changes between transactions, so nothing stays prepared (SQLAlchemy's
+    and asyncpg's statement caches off) and each statement gets a unique name."""
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -37,9 +66,24 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_size", 10)
+    if pgbouncer or make_url(url).query.get(_STATEMENT_CACHE) == "0":
+        url = pgbouncer_url(url)
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("statement_cache_size", 0)  # asyncpg's own (raw executemany)
+        connect_args.setdefault("prepared_statement_name_func", _statement_name)
+    kwargs.setdefault("pool_size", pool_size)
+    kwargs.setdefault("max_overflow", max_overflow)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """create_engine's pool arguments from the TOLLWAY_DB_* settings."""
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pgbouncer": settings.db_pgbouncer,
+    }
 
 
 def alembic_config(url: str) -> Config:
@@ -102,19 +146,61 @@ def _upgrade(connection: Connection, url: str) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent).
+    """Bring the schema to the newest revision (idempotent, safe to run from many processes).
 
-    A database already at head costs one query: Alembic runs only when there is work."""
-    if await schema_revisions(engine) == script_heads():
+    A database already at head costs one query: Alembic runs only when there is work. Then
+    one process at a time migrates (PostgreSQL: a transaction-level advisory lock, which also
+    holds through PgBouncer; SQLite: a file lock), and whoever waited re-checks the head under
+    the lock, so N instances started at once on an empty or old database all come up."""
+    heads = script_heads()
+    if await schema_revisions(engine) == heads:
         return
     url = engine.url.render_as_string(hide_password=False)
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade, url)
+    async with _migration_lock(engine, url) as conn:
+        if await _revisions_in(conn) != heads:
+            await conn.run_sync(_upgrade, url)
 
 
-def migrate_sync(url: str) -> None:
+@asynccontextmanager
+async def _migration_lock(engine: AsyncEngine, url: str) -> AsyncIterator[AsyncConnection]:
+    """A transaction that holds the migration lock until it commits."""
+    if engine.dialect.name == "postgresql":
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+            yield conn
+        return
+    path = make_url(url).database if is_sqlite(url) else None
+    if not path or path == ":memory:":  # no file to share: no other process can see it
+        async with engine.begin() as conn:
+            yield conn
+        return
+    fd = os.open(f"{path}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)  # released by close
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        os.close(fd)
+
+
+async def _revisions_in(conn: AsyncConnection) -> frozenset[str] | None:
+    """Like schema_revisions, inside the lock's transaction (a failed statement would end a
+    PostgreSQL transaction, so the table's existence is asked first)."""
+    if conn.dialect.name == "postgresql":
+        found = await conn.exec_driver_sql("SELECT to_regclass('alembic_version') IS NOT NULL")
+    else:
+        found = await conn.exec_driver_sql(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+        )
+    if not found.scalar():
+        return None
+    rows = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+    return frozenset(str(r) for r in rows.scalars())
+
+
+def migrate_sync(url: str, *, pgbouncer: bool = False) -> None:
     async def _run() -> None:
-        engine = create_engine(url)
+        engine = create_engine(url, pool_size=1, max_overflow=0, pgbouncer=pgbouncer)
         try:
             await migrate(engine)
         finally:

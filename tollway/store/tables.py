@@ -173,6 +173,17 @@ state_revisions = Table(
     Column("revision", BigInteger, nullable=False, default=0),
 )
 
+# One row per changed client key (by hash): instances read the rows after the last id they
+# saw and forget just those keys. Ids only grow (autoincrement) and rows are pruned after a day.
+key_changes = Table(
+    "key_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,
+)
+
 # Small key/value store for instance-wide state (e.g. the admin secret's hash).
 kv = Table(
     "kv",

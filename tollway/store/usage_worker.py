@@ -55,7 +55,7 @@ def frame(document: object) -> bytes:
 
 def serve(url: str, stdin: IO[bytes], stdout: IO[bytes], dead_letter: Path | None = None) -> None:
     loop = asyncio.new_event_loop()
-    engine = create_engine(url)
+    engine = create_engine(url, pool_size=1, max_overflow=0)  # one batch at a time
     try:
         while (body := read_frame(stdin)) is not None:
             events = [UsageEvent(**fields) for fields in orjson.loads(body)]
