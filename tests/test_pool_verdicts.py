@@ -267,3 +267,31 @@ def test_an_upstream_sets_its_own_headers_and_may_pass_account_headers(
     rig.call(rig.rt.upstreams.check_health())  # type: ignore[union-attr]
     check = b.seen[-1]
     assert check.path == "/v1/models" and check.headers["HTTP-Referer"] == "https://gw.example.com"
+
+
+def test_background_checks_park_a_key_only_on_the_relays_evidence(
+    fakes: tuple[FakeUpstream, FakeUpstream], rigs: list[Rig], tmp_path: Path
+) -> None:
+    """Health checks and balance probes judge like the relay: a 403 (a key without the right
+    to list models or read its balance) changes nothing; a 401 about the key parks it."""
+    a, b = fakes
+    config = {
+        "upstreams": [
+            {**entry(a, ["m"]), "provider": "openrouter"},
+            {**entry(b, ["m"]), "provider": "openrouter"},
+        ]
+    }
+    rig = Rig(tmp_path, config)
+    rigs.append(rig)
+    pool = rig.rt.pool
+    up_a = pool.by_name["a"]
+    forbidden = {"error": {"message": "Key lacks the models scope", "type": "permission_error"}}
+    a.scripted[b""] = (403, forbidden)
+    pool.on_failure(up_a)
+    rig.call(rig.rt.upstreams.check_health())  # type: ignore[union-attr]
+    rig.call(rig.rt.upstreams.refresh_balances())  # type: ignore[union-attr]
+    assert pool.health(up_a) != "key_rejected"
+    a.scripted[b""] = (401, {"error": {"message": "bad key", "code": "invalid_api_key"}})
+    rig.call(rig.rt.upstreams.refresh_balances())  # type: ignore[union-attr]
+    assert pool.health(up_a) == "key_rejected"
+    assert pool.health(pool.by_name["b"]) == "healthy"

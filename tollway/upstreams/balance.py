@@ -20,6 +20,7 @@ import aiohttp
 
 from .pool import Pool
 from .target import Account, Upstream
+from .verdict import MAX_JUDGED_BODY, key_rejected
 
 log = logging.getLogger("tollway.upstreams")
 
@@ -59,9 +60,12 @@ async def probe_key(session: aiohttp.ClientSession, up: Upstream, kind: str) -> 
     headers = {"Authorization": f"Bearer {up.api_key}"}
     try:
         async with session.get(url, headers=headers) as resp:
-            if resp.status in (401, 403):
-                raise ProbeError(f"key rejected (HTTP {resp.status})", rejected=True)
             if resp.status != 200:
+                body = await resp.content.read(MAX_JUDGED_BODY + 1)
+                # The relay's rule: only a 401 about our key parks it (a key without the
+                # right to read its balance still serves requests).
+                if key_rejected(resp.status, body):
+                    raise ProbeError(f"key rejected (HTTP {resp.status})", rejected=True)
                 raise ProbeError(f"HTTP {resp.status}")
             data = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -34,6 +34,7 @@ from .pool import Pool
 from .shared_state import SharedPoolState
 from .spend_book import SpendBook, spend_key
 from .target import Upstream
+from .verdict import MAX_JUDGED_BODY, key_rejected
 
 log = logging.getLogger("tollway.upstreams")
 SPEND_SAVE_INTERVAL = 30.0
@@ -251,12 +252,13 @@ class UpstreamManager:
             try:
                 async with self.session.get(up.base_url + "/models", headers=_auth(up)) as resp:
                     status = resp.status
+                    body = b"" if status == 200 else await resp.content.read(MAX_JUDGED_BODY + 1)
             except (aiohttp.ClientError, TimeoutError):
                 continue
             if status == 200:
                 up.parked_until = 0.0
                 self.pool.on_success(up, (time.perf_counter() - started) * 1000.0)
-            elif status in (401, 403):
+            elif key_rejected(status, body):  # the relay's rule: a 403 never parks a key
                 self.pool.on_key_rejected(up, status)
 
     async def discover_models(self) -> None:
