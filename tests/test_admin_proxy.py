@@ -111,3 +111,21 @@ def test_the_throttle_window_slides() -> None:
     assert throttle.retry_after("b") == 0
     now[0] = 1060.0
     assert throttle.retry_after("a") == 0
+
+
+def test_invalid_client_keys_are_throttled_per_forwarded_address(
+    behind_proxy: GatewayProcess,
+) -> None:
+    """The gateway's invalid-key throttle (`/v1`) sees the real client behind a trusted proxy:
+    one guessing address is refused, another address behind the same proxy is not."""
+    url = behind_proxy.url + "/v1/chat/completions"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    def attempt(address: str, i: int) -> httpx.Response:
+        headers = {"X-Forwarded-For": address, "Authorization": f"Bearer tw-guess-{address}-{i}"}
+        return httpx.post(url, json=body, headers=headers)
+
+    statuses = [attempt("203.0.113.77", i).status_code for i in range(25)]
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}, statuses
+    answer = attempt("203.0.113.78", 0)
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key"
