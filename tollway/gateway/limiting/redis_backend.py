@@ -287,14 +287,16 @@ class RedisLimiter:
         every = max(1, round(self.lease_ms / 3000.0 / RESTART_CHECK_S))
         ticks = 0
         while True:
-            await asyncio.sleep(RESTART_CHECK_S)
-            ticks += 1
+            # The first check runs at once: the run_id read then is what a restart is told
+            # from (read a second later, a restart within that second would go unseen).
             try:
                 restarted = await self.check_restart()
-                if ticks % every == 0 and not restarted:
+                if ticks and ticks % every == 0 and not restarted:
                     await self.renew_leases()
             except (RedisError, OSError):
                 log.debug("renewing in-flight leases failed", exc_info=True)
+            await asyncio.sleep(RESTART_CHECK_S)
+            ticks += 1
 
     def start(self) -> None:
         self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
