@@ -11,7 +11,6 @@ import pytest
 from tollway.store.db import create_engine, pgbouncer_url
 
 from .fixtures_gateway import Stack, make_key
-from .fixtures_pgbouncer import pgbouncer_port  # noqa: F401  (fixture)
 
 
 def test_create_engine_pool_settings_and_pgbouncer_mode() -> None:
@@ -29,7 +28,7 @@ def test_create_engine_pool_settings_and_pgbouncer_mode() -> None:
 @pytest.mark.postgres
 def test_gateway_through_pgbouncer_transaction_pooling(
     pg_url_sync: str,
-    pgbouncer_port: int,  # noqa: F811
+    pgbouncer_port: int,
     tmp_path: Path,
 ) -> None:
     direct = pg_url_sync.replace("127.0.0.1:5432", f"127.0.0.1:{pgbouncer_port}")
