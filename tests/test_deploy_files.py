@@ -170,6 +170,43 @@ def test_the_healthcheck_fails_when_readyz_is_503_or_nothing_listens() -> None:
     assert _healthcheck(free_port()) == 1
 
 
+def test_compose_runs_two_instances_scraped_by_prometheus_and_grafana_loads_the_dashboard() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    instances = sorted(n for n in services if n.startswith("tollway-"))
+    assert instances == ["tollway-1", "tollway-2"]
+    assert {"postgres", "redis", "migrate", "prometheus", "grafana"} <= set(services)
+    for name in instances:
+        deps = services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["TOLLWAY_REDIS_URL"].startswith("redis://redis:")
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(targets) == [f"{n}:8000" for n in instances]
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "tollway.yml").read_text()
+    )
+    mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
+    dashboards = provider["providers"][0]["options"]["path"]
+    assert mounts["./grafana/tollway-dashboard.json"].startswith(dashboards + "/")
+
+
+def test_kubernetes_pods_run_unprivileged_and_systemd_outwaits_the_drain() -> None:
+    for kind in ("Deployment", "Job"):
+        ctx = _container(kind)["securityContext"]
+        assert ctx["runAsNonRoot"] and ctx["readOnlyRootFilesystem"]  # type: ignore[index]
+        assert not ctx["allowPrivilegeEscalation"]  # type: ignore[index]
+    kinds = {d["kind"] for d in _manifests()}
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "Job"} <= kinds
+    assert {"PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
+    job = next(d for d in _manifests() if d["kind"] == "Job")
+    assert "pre-upgrade" in job["metadata"]["annotations"]["helm.sh/hook"]  # type: ignore[index]
+    defaults = Settings()
+    drain = defaults.shutdown_ready_delay + defaults.shutdown_drain_seconds
+    assert int(_systemd("TimeoutStopSec")) > drain
+    assert _systemd("ProtectSystem") == "strict" and _systemd("DynamicUser") == "yes"
+
+
 def test_every_tollway_variable_in_deploy_is_a_setting() -> None:
     known = {f"TOLLWAY_{name.upper()}" for name in Settings.model_fields} | PENDING_SETTINGS
     named: set[str] = set()
@@ -215,6 +252,7 @@ def test_the_deploy_lint_fails_on_each_kind_of_broken_file(tmp_path: Path) -> No
         "kubernetes/tollway.yaml": ("periodSeconds: 5", "periodSecond: 5"),
         "systemd/tollway.service": ("ProtectSystem=strict", "ProtectSystem=sometimes"),
         "helm/tollway/values.yaml": ("minAvailable: 1", "minAvailable: 2"),
+        "prometheus/prometheus.yml": ("scrape_interval: 15s", "scrape_interval: 15s   "),
     }
     for name, (old, new) in edit.items():
         path = broken / name
@@ -229,7 +267,14 @@ def test_the_deploy_lint_fails_on_each_kind_of_broken_file(tmp_path: Path) -> No
     summary = done.stderr.split("deploy lint FAILED:")[-1]
     print(summary)
     assert done.returncode == 1
-    for check in ("hadolint", "compose schema", "kubernetes-validate", "systemd-analyze verify"):
+    checks = (
+        "hadolint",
+        "yamllint",
+        "compose schema",
+        "kubernetes-validate",
+        "systemd-analyze verify",
+    )
+    for check in checks:
         assert f"- {check}" in summary, check
     if (ROOT / ".venv" / "deploy-tools" / "helm").exists():
         assert "- kubernetes/tollway.yaml is the chart's render" in summary
