@@ -3,14 +3,17 @@
 Default: writes the generated references into docs/reference/ and refreshes the UI screenshots
 from test-artifacts/ui/ when the browser tests have made them. `--check`: writes nothing and
 exits 1 when a committed reference differs from what the code generates now.
-`--offline SITE`: exits 1 when the built site references another host.
+`--build SITE`: builds the site strictly into SITE; exits 1 on any MkDocs warning or when a
+page or stylesheet references another host.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +51,12 @@ def stale(pages: dict[str, str], reference: Path = REFERENCE) -> list[str]:
         old = path.read_text() if path.is_file() else ""
         if old != text:
             diff = difflib.unified_diff(
-                old.splitlines(), text.splitlines(), f"committed {name}", f"generated {name}", lineterm="", n=1
+                old.splitlines(),
+                text.splitlines(),
+                f"committed {name}",
+                f"generated {name}",
+                lineterm="",
+                n=1,
             )
             problems.append("\n".join(list(diff)[:40]))
     return problems
@@ -64,16 +72,27 @@ def refresh_screenshots(artifacts: Path = ROOT / "test-artifacts" / "ui") -> lis
     return copied
 
 
+def build(site: Path, config: Path = ROOT / "mkdocs.yml") -> int:
+    """`mkdocs build --strict` (never --quiet: it hides the warnings strict mode counts), then
+    the offline check of what it built."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's banner about its successor
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config)]
+    done = subprocess.run([*cmd, "--site-dir", str(site)], env=env, cwd=config.parent)
+    if done.returncode != 0:
+        return done.returncode
+    found = offline.foreign_references(site)
+    for ref in found:
+        print(f"references another host: {ref}", file=sys.stderr)
+    return 1 if found else 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="docsgen")
     parser.add_argument("--check", action="store_true", help="fail on a stale reference")
-    parser.add_argument("--offline", type=Path, metavar="SITE", help="check a built site")
+    parser.add_argument("--build", type=Path, metavar="SITE", help="build the site strictly")
     args = parser.parse_args(argv)
-    if args.offline is not None:
-        found = offline.foreign_references(args.offline)
-        for ref in found:
-            print(f"references another host: {ref}", file=sys.stderr)
-        return 1 if found else 0
+    if args.build is not None:
+        return build(args.build.resolve())
     try:
         pages = generate()
     except (errors_ref.UnexplainedError, settings_ref.MissingDescription) as exc:
@@ -84,7 +103,9 @@ def main(argv: list[str]) -> int:
         for diff in problems:
             print(diff, file=sys.stderr)
         if problems:
-            print("\ndocs/reference is stale: run `bash scripts/docs` and commit it.", file=sys.stderr)
+            print(
+                "\ndocs/reference is stale: run `bash scripts/docs` and commit it.", file=sys.stderr
+            )
             return 1
         return 0
     REFERENCE.mkdir(parents=True, exist_ok=True)

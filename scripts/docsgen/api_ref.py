@@ -13,7 +13,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 def schema() -> dict[str, Any]:
     from tollway.admin import build_admin_api
 
-    api: dict[str, Any] = build_admin_api(lambda: None).openapi()  # type: ignore[arg-type,return-value]
+    api: dict[str, Any] = build_admin_api(lambda: None).openapi()
     return api
 
 
@@ -46,7 +46,10 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> list[str]:
         out += [op["description"].strip(), ""]
     params = op.get("parameters", [])
     if params:
-        out += ["| parameter | in | type | required | description |", "| --- | --- | --- | --- | --- |"]
+        out += [
+            "| parameter | in | type | required | description |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for p in params:
             out.append(
                 f"| `{p['name']}` | {p['in']} | {cell(_type(p.get('schema', {})))} "

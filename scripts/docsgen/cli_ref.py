@@ -29,7 +29,7 @@ def _help(path: str) -> str:
     from tollway.cli.main import app
 
     env = {"COLUMNS": WIDTH, "TERMINAL_WIDTH": WIDTH, "NO_COLOR": "1", "TERM": "dumb"}
-    args = path.split()[1:] + ["--help"]
+    args = [*path.split()[1:], "--help"]
     result = CliRunner().invoke(app, args, prog_name="tollway", env=env, color=False)
     if result.exit_code != 0:
         raise RuntimeError(f"`{path} --help` exited {result.exit_code}: {result.output}")

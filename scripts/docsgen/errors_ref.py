@@ -127,11 +127,13 @@ class Site:
     found: list[Found]
 
 
-def _literal(node: ast.expr | None) -> str | None | bool:
+def _literal(node: ast.expr | None) -> str | bool | None:
     """The constant's text, None for a literal None, False when computed."""
     if node is None:
         return None
-    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (int, str))):
+    if isinstance(node, ast.Constant) and (
+        node.value is None or isinstance(node.value, (int, str))
+    ):
         return None if node.value is None else str(node.value)
     return False
 
@@ -156,7 +158,7 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
         self.scope.pop()
 
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scoped  # noqa: N815
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scoped
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
@@ -211,10 +213,17 @@ def collect(root: Path = ROOT) -> dict[str | None, set[tuple[str, str, str]]]:
             surface = "any path outside `/v1`"
         for status, etype, code in found:
             codes.setdefault(code, set()).add((status, etype, surface))
-    problems += [f"RESOLVED names {p} ({w}), which no longer has such a call" for p, w in RESOLVED if (p, w) not in used]
+    problems += [
+        f"RESOLVED names {p} ({w}), which no longer has such a call"
+        for p, w in RESOLVED
+        if (p, w) not in used
+    ]
     names = {"null" if c is None else c for c in codes}
     problems += [f"no MEANINGS entry for code `{c}`" for c in sorted(names - MEANINGS.keys())]
-    problems += [f"MEANINGS has `{c}`, which the code no longer uses" for c in sorted(MEANINGS.keys() - names)]
+    problems += [
+        f"MEANINGS has `{c}`, which the code no longer uses"
+        for c in sorted(MEANINGS.keys() - names)
+    ]
     if problems:
         raise UnexplainedError("\n".join(problems))
     return codes

@@ -28,7 +28,9 @@ class _Refs(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
             if name in FETCHING and value:
-                urls = [part.split()[0] for part in value.split(",")] if name == "srcset" else [value]
+                urls = (
+                    [part.split()[0] for part in value.split(",")] if name == "srcset" else [value]
+                )
                 self.found += [f"<{tag} {name}={u}>" for u in urls if u and _foreign(u)]
             elif name == "style" and value:
                 self.found += CSS_URL.findall(value)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings
 
 from docsgen.common import banner, cell
 
@@ -39,9 +40,10 @@ def _default(info: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def render() -> str:
-    from tollway.core.settings import Settings
+def render(model: type[BaseSettings] | None = None) -> str:
+    from tollway.core.settings import Settings as Default
 
+    Settings = model or Default
     prefix = str(Settings.model_config.get("env_prefix", ""))
     missing = [n for n, f in Settings.model_fields.items() if not f.description]
     if missing:

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     shutdown_ready_delay: float = Field(
         default=0.0,
         ge=0,
-        description="On SIGTERM, seconds `/readyz` answers 503 \"draining\" before the "
+        description='On SIGTERM, seconds `/readyz` answers 503 "draining" before the '
         "listener closes, so a load balancer stops sending first (5 behind one).",
     )
 
