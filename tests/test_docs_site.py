@@ -121,8 +121,24 @@ def test_the_site_builds_strictly_and_a_broken_link_fails_it(tmp_path: Path) -> 
     assert offline.foreign_references(built) == []
 
     page = config.parent / "docs" / "concepts" / "pool.md"
-    page.write_text(page.read_text() + "\nSee [the missing page](no-such-page.md).\n")
+    text = page.read_text()
+    page.write_text(text + "\nSee [the missing page](no-such-page.md).\n")
     assert docsgen.build(tmp_path / "bad", config) != 0
+    page.write_text(text + "\nSee [a missing section](keys-and-limits.md#no-such-section).\n")
+    assert docsgen.build(tmp_path / "bad-anchor", config) != 0
+
+
+def test_screenshots_come_from_the_browser_tests(tmp_path: Path) -> None:
+    artifacts, docs = tmp_path / "artifacts", tmp_path / "docs"
+    artifacts.mkdir()
+    docs.mkdir()
+    (artifacts / "keys-desktop.png").write_bytes(b"new keys page")
+    (docs / "ui-dashboard.png").write_bytes(b"committed")
+    assert docsgen.refresh_screenshots(artifacts, docs) == ["ui-keys.png"]
+    assert (docs / "ui-keys.png").read_bytes() == b"new keys page"
+    assert (docs / "ui-dashboard.png").read_bytes() == b"committed"  # no new one: kept
+    for name in docsgen.SCREENSHOTS:
+        assert (ROOT / "docs" / name).is_file(), f"docs/{name} is shown by docs/web-ui.md"
 
 
 def test_scripts_docs_check_passes() -> None:

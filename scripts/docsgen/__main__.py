@@ -62,12 +62,15 @@ def stale(pages: dict[str, str], reference: Path = REFERENCE) -> list[str]:
     return problems
 
 
-def refresh_screenshots(artifacts: Path = ROOT / "test-artifacts" / "ui") -> list[str]:
+def refresh_screenshots(
+    artifacts: Path = ROOT / "test-artifacts" / "ui", docs: Path = DOCS
+) -> list[str]:
+    """Copies the browser tests' desktop screenshots that exist; the committed ones stay else."""
     copied = []
     for target, shot in SCREENSHOTS.items():
         source = artifacts / shot
         if source.is_file():
-            shutil.copyfile(source, DOCS / target)
+            shutil.copyfile(source, docs / target)
             copied.append(target)
     return copied
 
