@@ -15,89 +15,201 @@ class Settings(BaseSettings):
         env_prefix="TOLLWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = Field(default=1, ge=1)
-    database_url: str = "sqlite+aiosqlite:///./tollway.db"
-    config: Path | None = None
-    admin_secret: SecretStr | None = None
-    # The server secret: encrypts upstream keys stored in the database and signs UI sessions.
+    host: str = Field(default="127.0.0.1", description="Address `tollway serve` listens on.")
+    port: int = Field(default=8000, description="Port `tollway serve` listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Worker processes (one per core); more than one needs `TOLLWAY_REDIS_URL`.",
+    )
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./tollway.db",
+        description="SQLAlchemy URL: `sqlite+aiosqlite:///path` or "
+        "`postgresql+asyncpg://user@host/db`.",
+    )
+    config: Path | None = Field(
+        default=None,
+        description="YAML file of upstreams, routing and prices; unset: `./tollway.yaml` "
+        "when it exists.",
+    )
+    admin_secret: SecretStr | None = Field(
+        default=None,
+        description="Admin secret for the admin API, CLI `--url` mode and UI; unset: the one "
+        "`tollway init` stored (as a hash).",
+    )
     # Never stored in the database; when unset it is read from `secret_key_file`.
-    secret_key: SecretStr | None = None
-    # Where `tollway init` writes the server secret (mode 0600) when TOLLWAY_SECRET_KEY is unset.
-    # Default: beside a SQLite database (`<database>.secret`), else ./tollway.secret.
-    secret_key_file: Path | None = None
-    redis_url: str | None = None
-    # Namespace of Tollway's Redis keys: instances sharing limits must use the same one.
-    redis_prefix: str = "tollway"
-    redis_timeout: float = 0.5  # seconds; an unreachable Redis refuses limited keys (503)
-    # With Redis, one instance runs balance probes and health checks; another takes over
-    # within this many seconds when it stops.
-    pool_lease_ttl: float = Field(default=10.0, gt=0)
-    log_level: str = "info"
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="The server secret: encrypts upstream keys stored in the database and "
+        "signs UI sessions. Unset: read from `TOLLWAY_SECRET_KEY_FILE`.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="Where `tollway init` writes the server secret (mode 0600) when "
+        "`TOLLWAY_SECRET_KEY` is unset. Unset: `<database file>.secret` beside a SQLite "
+        "database, else `./tollway.secret`.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for shared limits and pool state across processes and instances.",
+    )
+    redis_prefix: str = Field(
+        default="tollway",
+        description="Namespace of Tollway's Redis keys: instances sharing limits must use "
+        "the same one.",
+    )
+    redis_timeout: float = Field(
+        default=0.5,
+        description="Seconds to wait for Redis; an unreachable Redis refuses limited keys (503).",
+    )
+    pool_lease_ttl: float = Field(
+        default=10.0,
+        gt=0,
+        description="With Redis, one instance runs balance probes and health checks; another "
+        "takes over within this many seconds when it stops.",
+    )
+    log_level: str = Field(default="info", description="Log level of `tollway serve`.")
 
-    # Database connections per process (PostgreSQL): the usage writer child adds one more.
     # Sizing: instances x workers x (pool + overflow + 1) + CLI/admin jobs < max_connections.
-    db_pool_size: int = Field(default=5, ge=1)
-    db_max_overflow: int = Field(default=5, ge=0)
-    # Behind PgBouncer in transaction pooling: no server-side prepared statement cache.
-    db_pgbouncer: bool = False
-    # Readiness: how long /readyz's database check may take, and how long its answer is reused.
-    ready_timeout: float = Field(default=1.0, gt=0)
-    ready_cache: float = Field(default=1.0, ge=0)
-    # On SIGTERM, /readyz answers 503 "draining" this long before the listener closes, so a
-    # load balancer stops sending new requests first (5 s is a good value behind one).
-    shutdown_ready_delay: float = Field(default=0.0, ge=0)
+    db_pool_size: int = Field(
+        default=5,
+        ge=1,
+        description="Database connections kept per process (the usage writer child adds one).",
+    )
+    db_max_overflow: int = Field(
+        default=5, ge=0, description="Extra database connections a process may open at peaks."
+    )
+    db_pgbouncer: bool = Field(
+        default=False,
+        description="Behind PgBouncer in transaction pooling: no prepared statement cache, "
+        "unique statement names.",
+    )
+    ready_timeout: float = Field(
+        default=1.0, gt=0, description="Seconds each `/readyz` check (database, Redis) may take."
+    )
+    ready_cache: float = Field(
+        default=1.0, ge=0, description="Seconds a `/readyz` answer is reused."
+    )
+    shutdown_ready_delay: float = Field(
+        default=0.0,
+        ge=0,
+        description='On SIGTERM, seconds `/readyz` answers 503 "draining" before the '
+        "listener closes, so a load balancer stops sending first (5 behind one).",
+    )
 
     # Request handling
-    max_body_bytes: int = 32 * 1024 * 1024
-    upstream_connect_timeout: float = 10.0
-    # From sending the request to the answer's first byte; past it the next upstream is tried.
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, description="Largest request body accepted (413 beyond)."
+    )
+    upstream_connect_timeout: float = Field(
+        default=10.0, description="Seconds to connect to an upstream."
+    )
     # A non-streamed answer's headers come when it is complete: long ones need more.
-    upstream_first_byte_timeout: float = Field(default=120.0, gt=0)
-    # The idle time between two reads once the answer has begun (not a whole-answer limit).
-    upstream_read_timeout: float = Field(default=600.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1)
-    # On SIGTERM, how long open requests may finish before streams get a final error event.
-    shutdown_drain_seconds: int = Field(default=30, ge=0)
+    upstream_first_byte_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds from sending the request to the answer's first byte; past it "
+        "the next upstream is tried. Raise it for long non-streamed generations.",
+    )
+    upstream_read_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds of silence allowed between two reads once the answer has begun "
+        "(not a whole-answer limit).",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Upstreams tried per request before the first byte."
+    )
+    shutdown_drain_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="On SIGTERM, seconds open requests may finish before streams get a final "
+        "error event.",
+    )
 
     # The edge: what one client can hold of the process.
-    # Request-body bytes held in memory at once across the process; past it, 503 + Retry-After.
-    max_buffered_body_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
-    # Seconds from a connection's opening (or its previous response) to a complete request head.
-    header_timeout: float = Field(default=10.0, gt=0)
-    # Seconds an idle kept-alive connection stays open after a response.
-    keep_alive_timeout: float = Field(default=5.0, gt=0)
-    # Open client connections per process; unset = (open-file limit - 64) / 2.
-    max_connections: int | None = Field(default=None, ge=1)
-    # Cached keys (known ones, unknown ones), least recently used dropped first.
-    key_cache_size: int = Field(default=100_000, ge=1)
-    negative_cache_size: int = Field(default=10_000, ge=1)
-    # Invalid keys one client address may send per window before it gets 429 (0 = off).
-    invalid_key_limit: int = Field(default=20, ge=0)
-    invalid_key_window: float = Field(default=60.0, gt=0)
+    max_buffered_body_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Request-body bytes held in memory at once across the process; past it, "
+        "503 + Retry-After.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds from a connection's opening (or its previous response) to a "
+        "complete request head.",
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an idle kept-alive connection stays open after a response.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open client connections per process; unset: (open-file limit - 64) / 2.",
+    )
+    key_cache_size: int = Field(
+        default=100_000, ge=1, description="Known client keys cached (least recently used out)."
+    )
+    negative_cache_size: int = Field(
+        default=10_000, ge=1, description="Unknown client keys cached (least recently used out)."
+    )
+    invalid_key_limit: int = Field(
+        default=20,
+        ge=0,
+        description="Invalid keys one client address may send per window before it gets 429 "
+        "(0 = off).",
+    )
+    invalid_key_window: float = Field(
+        default=60.0, gt=0, description="Seconds of the invalid-key window."
+    )
 
     # Background work
-    # Who writes usage rows: a child process (keeps the database off the event loop and its
-    # GIL), or "inline" on the gateway's own event loop.
-    usage_writer: Literal["process", "inline"] = "process"
-    usage_batch_size: int = 500
-    usage_flush_interval: float = 0.25
-    # The usage spool (events kept on disk until the database has them). Unset: a directory
-    # beside a SQLite database file, else ./tollway-spool. Several instances may share one.
-    spool_dir: Path | None = None
-    spool_fsync: bool = False  # fsync each write: survives a power loss too, at a cost
-    # On shutdown, how long to keep trying to write usage; the rest stays in the spool.
-    usage_shutdown_timeout: float = Field(default=10.0, ge=0)
-    key_cache_ttl: float = 60.0
-    negative_cache_ttl: float = 5.0
-    revision_poll_interval: float = 1.0
+    usage_writer: Literal["process", "inline"] = Field(
+        default="process",
+        description="Who writes usage rows: a child process (keeps the database off the event "
+        "loop and its GIL), or `inline` on the gateway's own event loop.",
+    )
+    usage_batch_size: int = Field(default=500, description="Usage events written per batch.")
+    usage_flush_interval: float = Field(
+        default=0.25, description="Seconds between usage batches at most."
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="The usage spool (events kept on disk until the database has them). "
+        "Unset: `tollway-spool/` beside a SQLite database file, else `./tollway-spool`. "
+        "Several instances may share one.",
+    )
+    spool_fsync: bool = Field(
+        default=False,
+        description="fsync each spool write: survives a power loss too, at a cost.",
+    )
+    usage_shutdown_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds shutdown (and start-up's replay) keep trying to write usage; the "
+        "rest stays in the spool.",
+    )
+    key_cache_ttl: float = Field(default=60.0, description="Seconds a known key stays cached.")
+    negative_cache_ttl: float = Field(
+        default=5.0, description="Seconds an unknown key stays cached."
+    )
+    revision_poll_interval: float = Field(
+        default=1.0,
+        description="Seconds between checks for admin changes made by other instances.",
+    )
 
-    # Web UI: how long an admin stays logged in (seconds).
-    ui_session_ttl: float = Field(default=12 * 3600, gt=0)
-    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
-    # networks, "*" for any). Empty: none, the connecting address is the client.
-    forwarded_allow_ips: str = ""
+    ui_session_ttl: float = Field(
+        default=12 * 3600, gt=0, description="Seconds an admin stays logged in to the web UI."
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated "
+        "addresses or networks, `*` for any). Empty: none, the connecting address is the "
+        "client.",
+    )
 
     def spool_path(self) -> Path | None:
         """Where the usage spool lives; None for an in-memory database (nothing outlives it)."""

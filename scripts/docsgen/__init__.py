@@ -1,0 +1,1 @@
+"""Generates the documentation site's references from the code (`bash scripts/docs`)."""
