@@ -139,3 +139,38 @@ def test_nothing_is_imported_when_everything_is_off(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] [] 1"
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
+    """deploy/grafana/tollway-dashboard.json (the compose file's Grafana loads it): every
+    series a panel queries is one Tollway exports, and every metric has a panel."""
+    import json
+    import re
+
+    from tollway.gateway.usage import UsageSink
+    from tollway.observe.metrics import Metrics
+    from tollway.upstreams.pool import Pool
+    from tollway.upstreams.target import Upstream
+
+    async def never(events: object) -> None:
+        pass
+
+    pool = Pool([Upstream("u", "http://127.0.0.1:9/v1", "k", frozenset({"m"}))])
+    metrics = Metrics(pool, UsageSink(never))
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+    exported = {
+        family.name + suffix
+        for family in metrics.registry.collect()
+        for suffix in suffixes[family.type]
+    }
+    path = Path(__file__).parent.parent / "deploy" / "grafana" / "tollway-dashboard.json"
+    dashboard = json.loads(path.read_text())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\btollway_[a-z_]+", target["expr"]))
+    assert used, "no queries found"
+    assert used <= exported, used - exported
+    families = {family.name for family in metrics.registry.collect()}
+    unused = {f for f in families if not any(u.startswith(f) for u in used)}
+    assert not unused, unused

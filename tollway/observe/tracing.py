@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -32,6 +32,7 @@ class Tracing:
         service_name: str,
         sample_ratio: float = 1.0,
         schedule_delay_ms: int = 1000,
+        exporter: SpanExporter | None = None,  # OTLP/HTTP unless given (the benchmark's)
     ) -> None:
         self.pool = pool
         resource = Resource.create({"service.name": service_name})
@@ -39,7 +40,8 @@ class Tracing:
             resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio))
         )
         # endpoint None: the exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, else localhost.
-        exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+        if exporter is None:
+            exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
         self.provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=schedule_delay_ms)
         )
