@@ -146,3 +146,22 @@ def test_spans_reach_an_otlp_receiver_with_genai_attributes(
     assert failed["attrs"]["error.type"] == "upstream_error"
     assert failed["status"] == 2  # STATUS_CODE_ERROR
     print(f"\ntracing: {len(receiver.spans)} spans received over OTLP/HTTP")
+
+
+def test_sample_ratio_zero_records_no_span() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tollway.core.types import UsageEvent
+    from tollway.observe.tracing import Tracing
+    from tollway.upstreams.pool import Pool
+
+    events = [UsageEvent(1.0, f"r{i}", 1, "POST", "/v1/embeddings", model="m") for i in range(50)]
+    for ratio, expected in ((0.0, 0), (1.0, 50)):
+        exporter = InMemorySpanExporter()
+        tracing = Tracing(Pool(), None, "t", ratio, exporter=exporter)
+        tracing.observe(events)
+        tracing.close()
+        spans = exporter.get_finished_spans()
+        assert len(spans) == expected
+        if spans:
+            assert spans[0].name == "embeddings m"
