@@ -38,6 +38,7 @@ from tollway.gateway.readiness import Readiness, Report, fleet_readiness
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
 from tollway.gateway.usage_process import UsageProcess
+from tollway.observe import Observability
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store import queries
@@ -82,6 +83,7 @@ class Runtime:
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
     readiness: Readiness | None = None  # /readyz
     key_changes: KeyChangeFollower | None = None  # forgets exactly the keys changed anywhere
+    observe: Observability | None = None  # metrics, request log, traces (tollway/observe)
 
 
 class TollwayApp:
@@ -109,6 +111,12 @@ class TollwayApp:
             await self._readyz(send)  # raw: answers while the web side is still being built
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif (
+            scope["type"] == "http"
+            and scope["path"] == "/metrics"
+            and await self._metrics(scope, send)
+        ):
+            return
         else:
             await self.web(scope, receive, _with_request_id(send))
 
@@ -138,6 +146,12 @@ class TollwayApp:
             }
         )
         await send({"type": "http.response.body", "body": orjson.dumps(report.body())})
+
+    async def _metrics(self, scope: Scope, send: Send) -> bool:
+        rt = self.runtime
+        if rt is None or rt.observe is None:
+            return False
+        return await rt.observe.serve_metrics(scope, send)
 
     # -- web side (health now; admin API and UI mount here) ---------------------------------
 
@@ -237,6 +251,8 @@ class TollwayApp:
         )
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
+        rt.observe = Observability(s, pool, sink, lambda: gateway.refused)
+        rt.observe.start()
         rt.readiness = fleet_readiness(engine, pool, limiter, s.ready_timeout, s.ready_cache)
         rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
@@ -264,6 +280,8 @@ class TollwayApp:
             await rt.upstreams.stop()
         await _requests_settled(rt.gateway)
         await rt.sink.stop()
+        if rt.observe is not None:
+            await rt.observe.close()
         if isinstance(rt.sink.writer, UsageProcess):
             await rt.sink.writer.close()
         await rt.relay.close()
@@ -458,10 +476,10 @@ def serve(settings: Settings | None = None) -> None:
     """`tollway serve`: migrate, then run under uvicorn (uvloop + httptools)."""
     import uvicorn
 
+    from tollway.observe.log_format import configure
+
     s = settings or get_settings()
-    logging.basicConfig(
-        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(s.log_level, s.log_format)
     if s.workers > 1 and not s.redis_url:
         # Each process would count its own share of every key's limits: N times the limit.
         raise SystemExit(
@@ -469,7 +487,12 @@ def serve(settings: Settings | None = None) -> None:
             "limits' counters through Redis. Set it, or run one worker."
         )
     migrate_sync(s.database_url, pgbouncer=s.db_pgbouncer)
+    metrics_dir = None
     if s.workers > 1:
+        if s.metrics_token is not None:  # before anything imports prometheus_client
+            from tollway.observe.multiprocess import prepare
+
+            metrics_dir = prepare(s.metrics_dir)
         fork_workers()
     # What is loaded so far (the imports) lives as long as the process: frozen now, startup's
     # _tune_gc collects only what startup made (a full collection costs ~50 ms; here it would
@@ -489,6 +512,8 @@ def serve(settings: Settings | None = None) -> None:
         # TOLLWAY_FORWARDED_ALLOW_IPS (uvicorn's own default would trust 127.0.0.1).
         proxy_headers=False,
         log_level=s.log_level,
+        # JSON logs: uvicorn's loggers go through the root handler (configure above).
+        log_config=None if s.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         # On SIGTERM: stop accepting, let open requests run this long, then cancel them
         # (streams get a final `server_shutting_down` error event; see endpoint).
         timeout_graceful_shutdown=s.shutdown_drain_seconds,
@@ -498,7 +523,11 @@ def serve(settings: Settings | None = None) -> None:
         from uvicorn.supervisors import Multiprocess
 
         use_for_workers()
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        try:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        finally:
+            if metrics_dir is not None:
+                metrics_dir.cleanup()
         return
     server = DrainingServer(config)
     server.run()

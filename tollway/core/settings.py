@@ -211,6 +211,20 @@ class Settings(BaseSettings):
         "client.",
     )
 
+    # Monitoring (README "Monitoring"). Metrics: /metrics, on only when a token is set.
+    metrics_token: SecretStr | None = None
+    # Where several workers keep their metric files (wiped at start); unset: a temporary one.
+    metrics_dir: Path | None = None
+    # One line per request (text or JSON) on stderr, written by a thread; least severe level.
+    request_log: bool = False
+    request_log_level: Literal["info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # the request log's and Tollway's own logs
+    # OpenTelemetry spans over OTLP/HTTP; the endpoint unset: OTEL_EXPORTER_OTLP_* or localhost.
+    otel_enabled: bool = False
+    otel_endpoint: str | None = None
+    otel_service_name: str = "tollway"
+    otel_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
     def spool_path(self) -> Path | None:
         """Where the usage spool lives; None for an in-memory database (nothing outlives it)."""
         if self.spool_dir is not None:

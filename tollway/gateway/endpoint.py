@@ -73,6 +73,8 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.price = price
         self.open = 0  # requests in progress: shutdown waits for their usage events
+        # Requests refused before a key was known (no usage event), by code: for metrics.
+        self.refused: dict[str, int] = {}
         # Request-body bytes held at once in this process (a body larger than all of it: 413).
         self.bodies = bodies if bodies is not None else BodyBudget(4 * max_body_bytes)
         self.body_limit = min(max_body_bytes, self.bodies.capacity)
@@ -107,6 +109,9 @@ class Gateway:
             if event is not None:
                 event.status = exc.status
                 event.error_type = exc.code or exc.type
+            else:
+                code = exc.code or exc.type
+                self.refused[code] = self.refused.get(code, 0) + 1
             if not sent[0]:
                 await send_error(send, exc, base)
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from .spool import Spool
 log = logging.getLogger("tollway.usage")
 
 UsageWriter = Callable[[list[UsageEvent]], Awaitable[None]]
+# Told of every event once, with the rest of its loop turn, after the responses were sent
+# (metrics, request log, traces: tollway/observe). Must not block; exceptions are logged.
+Observer = Callable[[list[UsageEvent]], None]
+# Told of every database write: (events, seconds, succeeded).
+WriteObserver = Callable[[int, float, bool], None]
 
 # Beyond this the database has been down too long: the oldest leave memory, but stay in the
 # spool (replayed at the next start). Without a spool they are lost, and counted in `dropped`.
@@ -50,11 +56,18 @@ class UsageSink:
         self.dropped = 0  # gone from memory (still in the spool when there is one)
         self.healthy = True  # False while the spool cannot be written (readiness reads it)
         self.spool_errors = 0
+        self.observers: list[Observer] = []
+        self.on_write: WriteObserver | None = None
+        self._per_turn = spool is not None  # events gathered per loop turn (spool, observers)
+
+    def add_observer(self, observer: Observer) -> None:
+        self.observers.append(observer)
+        self._per_turn = True
 
     def emit(self, event: UsageEvent) -> None:
         """Never blocks, never fails: the request path calls this."""
         self._buffer.append(event)
-        if self.spool is not None:
+        if self._per_turn:
             if not self._unspooled and self._loop is not None:
                 self._loop.call_soon(self._to_spool)  # one write at the end of this turn
             self._unspooled.append(event)
@@ -111,7 +124,14 @@ class UsageSink:
 
     def _to_spool(self) -> None:
         events, self._unspooled = self._unspooled, []
-        if not events or self.spool is None:
+        if not events:
+            return
+        for observer in self.observers:
+            try:
+                observer(events)
+            except Exception:
+                log.exception("usage observer %r failed", observer)
+        if self.spool is None:
             return
         try:
             self.spool.append(events)
@@ -158,9 +178,12 @@ class UsageSink:
     async def _write_batch(self, due: int) -> int:
         self._to_spool()  # the spool counts every event of the batch before it is confirmed
         batch = self._buffer[: min(self._batch_size, due)]
+        began = time.perf_counter()
         try:
             await self.writer(batch)
         except Exception:
+            if self.on_write is not None:
+                self.on_write(len(batch), time.perf_counter() - began, False)
             log.exception("writing %d usage events failed; will retry", len(batch))
             overflow = len(self._buffer) - MAX_BUFFERED
             if overflow > 0:
@@ -172,6 +195,8 @@ class UsageSink:
                 else:
                     log.error("usage buffer full: dropped %d oldest events", overflow)
             return 0
+        if self.on_write is not None:
+            self.on_write(len(batch), time.perf_counter() - began, True)
         del self._buffer[: len(batch)]
         self.written += len(batch)
         if self.spool is not None:

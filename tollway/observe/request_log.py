@@ -1,0 +1,126 @@
+"""One log line per request, from the usage event (so it holds what the usage row holds: no
+key, no upstream key, no prompt, no answer). Lines are built by a sink observer after the
+responses went out and handed to a `QueueListener` thread that writes them: the event loop
+never waits on stderr.
+
+Levels: INFO for a request that succeeded, WARNING for one refused or failed on the client's
+side (4xx), ERROR for an upstream or gateway failure; `TOLLWAY_REQUEST_LOG_LEVEL` is the least
+severe level written."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import time
+from logging.handlers import QueueListener
+from typing import IO, Any
+
+import orjson
+
+from tollway.core.types import UsageEvent
+
+from .classify import error_class
+
+LOGGER = "tollway.requests"
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING", logging.ERROR: "ERROR"}
+_JSON_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+
+
+def level_of(event: UsageEvent) -> int:
+    klass = error_class(event)
+    if klass in ("upstream", "gateway") or event.status >= 500:
+        return logging.ERROR
+    if klass == "client":
+        return logging.WARNING
+    return logging.INFO
+
+
+def _iso(ts: float) -> str:
+    ms = int(ts * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{ms:03d}Z"
+
+
+def json_line(event: UsageEvent, level: int) -> str:
+    e = event
+    return orjson.dumps(
+        {
+            "ts": _iso(e.ts),
+            "level": _JSON_NAMES[level],
+            "logger": LOGGER,
+            "request_id": e.request_id,
+            "key_id": e.key_id,
+            "method": e.method,
+            "endpoint": e.endpoint,
+            "model": e.model,
+            "upstream": e.upstream,
+            "upstream_model": e.upstream_model,
+            "fallback_from": e.fallback_from,
+            "status": e.status,
+            "stream": e.stream,
+            "prompt_tokens": e.prompt_tokens,
+            "completion_tokens": e.completion_tokens,
+            "total_tokens": e.total_tokens,
+            "cost_usd": e.cost_usd,
+            "latency_ms": None if e.latency_ms is None else round(e.latency_ms, 3),
+            "ttft_ms": None if e.ttft_ms is None else round(e.ttft_ms, 3),
+            "attempts": e.attempts,
+            "error_type": e.error_type,
+        }
+    ).decode()
+
+
+def _text(value: Any) -> str:
+    """A value as one token: quoted (JSON string escapes) when it holds a space, a quote, an
+    `=` or anything unprintable, so no client-chosen name can forge a field or a line."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.8f}"
+    text = str(value)
+    if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
+        return text
+    return orjson.dumps(text).decode()
+
+
+def text_line(event: UsageEvent, level: int) -> str:
+    e = event
+    return (
+        f"{_iso(e.ts)} {_NAMES[level]} {LOGGER}: request_id={e.request_id} key_id={_text(e.key_id)}"
+        f" method={_text(e.method)} endpoint={_text(e.endpoint)} model={_text(e.model)}"
+        f" upstream={_text(e.upstream)} status={e.status} stream={'true' if e.stream else 'false'}"
+        f" prompt_tokens={_text(e.prompt_tokens)} completion_tokens={_text(e.completion_tokens)}"
+        f" cost_usd={_text(e.cost_usd)} latency_ms={_text(e.latency_ms)}"
+        f" ttft_ms={_text(e.ttft_ms)} attempts={e.attempts} error_type={_text(e.error_type)}"
+        + (f" fallback_from={_text(e.fallback_from)}" if e.fallback_from is not None else "")
+    )
+
+
+class RequestLog:
+    def __init__(self, fmt: str = "text", level: str = "info", stream: IO[str] | None = None):
+        self.min_level = _LEVELS[level]
+        self._line = json_line if fmt == "json" else text_line
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        # The handler is ours: what the app's logging config does to other loggers is left alone.
+        self._listener = QueueListener(self._queue, handler)
+        self._listener.start()
+        self.lines = 0
+
+    def observe(self, events: list[UsageEvent]) -> None:
+        """A loop turn's events: one record carrying their lines, one queue put."""
+        lines = []
+        for event in events:
+            level = level_of(event)
+            if level >= self.min_level:
+                lines.append(self._line(event, level))
+        if lines:
+            self.lines += len(lines)
+            record = logging.LogRecord(LOGGER, logging.INFO, "", 0, "\n".join(lines), None, None)
+            self._queue.put_nowait(record)
+
+    def close(self) -> None:
+        """Writes what is queued, then stops the thread."""
+        self._listener.stop()
