@@ -56,6 +56,9 @@ RESOLVED: dict[tuple[str, str], list[Found]] = {
         ("429", "requests", "rate_limit_exceeded"),
         ("429", "tokens", "rate_limit_exceeded"),
     ],
+    ("tollway/observe/__init__.py", "Observability.serve_metrics"): [
+        ("401", "invalid_request_error", "invalid_metrics_token"),
+    ],
     ("tollway/gateway/endpoint.py", "Gateway._stream"): [
         ("stream", "timeout_error", "upstream_idle_timeout"),
         ("stream", "upstream_error", "upstream_stream_error"),
@@ -66,6 +69,7 @@ RESOLVED: dict[tuple[str, str], list[Found]] = {
 # What each code means for the client (and what to do). `null` is an error without a code.
 MEANINGS: dict[str, str] = {
     "invalid_api_key": "The key is missing, unknown or malformed.",
+    "invalid_metrics_token": "`GET /metrics` without the right `TOLLWAY_METRICS_TOKEN` bearer.",
     "key_expired": "The key passed its expiry date; create or rotate one.",
     "key_disabled": "An admin disabled the key.",
     "model_not_allowed": "The key may not use this model (its `models` list).",

@@ -211,19 +211,43 @@ class Settings(BaseSettings):
         "client.",
     )
 
-    # Monitoring (README "Monitoring"). Metrics: /metrics, on only when a token is set.
-    metrics_token: SecretStr | None = None
-    # Where several workers keep their metric files (wiped at start); unset: a temporary one.
-    metrics_dir: Path | None = None
-    # One line per request (text or JSON) on stderr, written by a thread; least severe level.
-    request_log: bool = False
-    request_log_level: Literal["info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"  # the request log's and Tollway's own logs
-    # OpenTelemetry spans over OTLP/HTTP; the endpoint unset: OTEL_EXPORTER_OTLP_* or localhost.
-    otel_enabled: bool = False
-    otel_endpoint: str | None = None
-    otel_service_name: str = "tollway"
-    otel_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Monitoring (README "Monitoring").
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for `GET /metrics` (Prometheus); unset: no metrics, and "
+        "prometheus-client is never imported.",
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Where several workers keep their metric files (wiped at start); unset: a "
+        "temporary directory.",
+    )
+    request_log: bool = Field(
+        default=False,
+        description="One line per request (request id, key id, model, upstream, status, "
+        "tokens, latency, error type) on stderr, written by a thread; never a secret or a prompt.",
+    )
+    request_log_level: Literal["info", "warning", "error"] = Field(
+        default="info",
+        description="The least severe request-log line written (warning: failed requests only).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Format of the request log and of Tollway's own logs."
+    )
+    otel_enabled: bool = Field(
+        default=False, description="OpenTelemetry spans per request, exported over OTLP/HTTP."
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint; unset: the standard OTEL_EXPORTER_OTLP_* variables, "
+        "else localhost:4318.",
+    )
+    otel_service_name: str = Field(
+        default="tollway", description="`service.name` of the exported spans."
+    )
+    otel_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of requests traced (0 to 1)."
+    )
 
     def spool_path(self) -> Path | None:
         """Where the usage spool lives; None for an in-memory database (nothing outlives it)."""
