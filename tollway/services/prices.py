@@ -36,6 +36,10 @@ class PriceInfo(BaseModel):
     updated_at: datetime
 
 
+def describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 def _info(row: Any) -> PriceInfo:
     return PriceInfo(
         model=row.model,
@@ -51,9 +55,7 @@ async def set_price(engine: AsyncEngine, data: PriceSet | Mapping[str, Any]) -> 
     try:
         spec = data if isinstance(data, PriceSet) else PriceSet.model_validate(data)
     except ValidationError as exc:
-        raise Invalid(
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        ) from None
+        raise Invalid(describe(exc)) from None
     values = {**spec.model_dump(), "updated_at": utcnow()}
     async with engine.begin() as conn:
         stmt = upsert(conn, model_prices).values(**values)
