@@ -124,6 +124,14 @@ def test_a_key_refused_by_its_rate_limit_is_limited(stack: Stack, api: httpx.Cli
     assert tpm_row.split()[-3:] == ["1,000,000", "14", "999,986"]
 
 
+def test_a_key_past_its_token_quota_is_exhausted(stack: Stack, api: httpx.Client) -> None:
+    key_id, key = new_key(api, token_quota=10)
+    stack.client(key=key).chat.completions.create(**CHAT)  # 14 tokens: admitted, then over
+    s = settled(api, key_id, "exhausted")["summary"]
+    assert (s["badge"], s["tokens_used"], s["tokens_left"]) == ("exhausted", 14, 0)
+    assert s["reasons"] == ["token quota used: 14 of 10 tokens"]
+
+
 def test_active_disabled_and_expired_badges(stack: Stack, api: httpx.Client) -> None:
     key_id, _ = new_key(api, budget_usd=10.0)
     s = api.get(f"/keys/{key_id}").json()["summary"]
