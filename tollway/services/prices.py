@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,7 +23,16 @@ from tollway.store.queries import as_utc, bump_revision, upsert, utcnow
 from tollway.store.tables import model_prices
 
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _number(v: Any) -> Any:
+    # `false` or "2.5" is not a price: a 422 rather than $0 or a silent conversion.
+    if isinstance(v, bool | str):
+        raise ValueError("expected a number")
+    return v
+
+
+Rate = Annotated[float, BeforeValidator(_number), Field(ge=0, allow_inf_nan=False)]
 
 
 class PriceSet(BaseModel):
