@@ -242,7 +242,7 @@ class TollwayApp:
             s.upstream_first_byte_timeout,
         )
         await relay.start()
-        prices = PriceBook(await _load_prices(engine, s))
+        prices = PriceBook(await load_prices(engine, s))
         limiter = _build_limiter(s, engine)
         sink = await _start_sink(s, writer, spool_dir)
         bodies = BodyBudget(s.max_buffered_body_bytes)
@@ -306,7 +306,7 @@ class TollwayApp:
                     continue  # try again next poll
             if current.get("prices") != rt.revisions.get("prices") and rt.prices is not None:
                 try:
-                    rt.prices.replace(await _load_prices(rt.engine, rt.settings))
+                    rt.prices.replace(await load_prices(rt.engine, rt.settings))
                 except Exception:
                     log.warning("could not reload prices", exc_info=True)
                     continue  # try again next poll
@@ -330,7 +330,7 @@ async def _requests_settled(gateway: Gateway, wait: float = 5.0) -> None:
         log.error("%d request(s) still open at shutdown: their usage is not recorded", gateway.open)
 
 
-async def _load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
+async def load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
     """The config file's `prices:`, overridden by prices set in the database."""
     table = prices_from_config(s.config_path())
     for p in await price_service.list_prices(engine):

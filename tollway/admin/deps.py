@@ -144,3 +144,15 @@ async def keys_changed(request: Request) -> None:
 
 
 RuntimeGetter = Callable[[], "Runtime | None"]
+
+
+async def prices_changed(request: Request) -> None:
+    """This instance's price book reloads before answering; others within a poll."""
+    rt = request.app.state.get_runtime()
+    if rt is not None and rt.prices is not None:
+        from tollway.app import load_prices  # the app module is loaded when a runtime exists
+
+        try:
+            rt.prices.replace(await load_prices(rt.engine, rt.settings))
+        except Exception:  # the change is committed; the poller catches up when it can
+            log.warning("could not reload prices", exc_info=True)

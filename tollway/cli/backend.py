@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.cli.output import fail
 from tollway.core.settings import Settings, get_settings
-from tollway.services import keys, usage
+from tollway.services import keys, price_table, prices, usage
 from tollway.services import upstreams as ups
 from tollway.services.errors import ServiceError
 from tollway.store.db import create_engine, engine_options, is_sqlite
@@ -51,6 +52,12 @@ class Backend(Protocol):
     ) -> ups.UpstreamTestResult: ...
     async def upstream_status(self) -> list[ups.UpstreamStatus]: ...
     async def revoke_sessions(self) -> int: ...
+    async def list_prices(self) -> list[prices.PriceInfo]: ...
+    async def set_price(self, data: dict[str, Any]) -> prices.PriceInfo: ...
+    async def delete_price(self, model: str) -> None: ...
+    async def import_prices(
+        self, table: price_table.PriceTable | None, overwrite: bool
+    ) -> price_table.ImportResult: ...
 
 
 class Local:
@@ -127,6 +134,21 @@ class Local:
         from tollway.services import sessions
 
         return await sessions.revoke_all(self.engine)
+
+    async def list_prices(self) -> list[prices.PriceInfo]:
+        return await prices.list_prices(self.engine)
+
+    async def set_price(self, data: dict[str, Any]) -> prices.PriceInfo:
+        return await prices.set_price(self.engine, data)
+
+    async def delete_price(self, model: str) -> None:
+        await prices.delete_price(self.engine, model)
+
+    async def import_prices(
+        self, table: price_table.PriceTable | None, overwrite: bool
+    ) -> price_table.ImportResult:
+        chosen = table if table is not None else price_table.bundled()
+        return await price_table.import_prices(self.engine, chosen, overwrite=overwrite)
 
 
 def _query(params: dict[str, Any]) -> dict[str, Any]:
@@ -237,6 +259,25 @@ class Remote:
     async def revoke_sessions(self) -> int:
         data = (await self._send("POST", "/sessions/revoke")).json()
         return int(data["generation"])
+
+    async def list_prices(self) -> list[prices.PriceInfo]:
+        return await self._list(prices.PriceInfo, "GET", "/prices")
+
+    async def set_price(self, data: dict[str, Any]) -> prices.PriceInfo:
+        return await self._get(prices.PriceInfo, "POST", "/prices", json=data)
+
+    async def delete_price(self, model: str) -> None:
+        await self._send("DELETE", f"/prices/{quote(model, safe='/')}")
+
+    async def import_prices(
+        self, table: price_table.PriceTable | None, overwrite: bool
+    ) -> price_table.ImportResult:
+        body: dict[str, Any] = {"overwrite": overwrite}
+        if table is None:
+            body["bundled"] = True
+        else:
+            body["table"] = table.model_dump(mode="json")
+        return await self._get(price_table.ImportResult, "POST", "/prices/import", json=body)
 
 
 def _message(resp: httpx.Response) -> str:

@@ -3,12 +3,12 @@ Names and options as in the seed (`--name/-n --rate-limit/-r --expires/-e`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Column, Table
+from rich.table import Column
 
 from tollway.cli.backend import run
 from tollway.cli.options import (
@@ -22,7 +22,18 @@ from tollway.cli.options import (
     models_list,
     unlimited_if_zero,
 )
-from tollway.cli.output import STATUS_STYLE, JsonFlag, err, num, out, print_json, when
+from tollway.cli.output import (
+    STATUS_STYLE,
+    JsonFlag,
+    err,
+    money,
+    num,
+    out,
+    print_json,
+    right,
+    table,
+    when,
+)
 from tollway.services import keys
 
 Email = Annotated[str | None, typer.Option(help="Owner's email.", show_default=False)]
@@ -141,43 +152,53 @@ def list_keys(
     if as_json:
         print_json(page)
         return
-    # Fits 80 columns: only the name may wrap; get-key shows everything else.
-    table = Table(
-        "ID",
+    # Only the name may wrap; get-key and key-stats show everything else.
+    rows = table(
+        right("ID"),
         "Name",
-        Column("Prefix", no_wrap=True),
         Column("Status", no_wrap=True),
-        Column("RPM", no_wrap=True),
-        Column("Expires", no_wrap=True),
+        right("Spent / budget"),
+        right("Tokens / quota"),
+        right("Today"),
         Column("Last used", no_wrap=True),
-        box=box.SIMPLE_HEAD,
     )
     for k in page.items:
-        style = STATUS_STYLE[k.status]
-        table.add_row(
+        s = k.summary
+        badge = s.badge if s is not None else k.status
+        style = STATUS_STYLE[badge]
+        rows.add_row(
             str(k.id),
             k.name,
-            k.prefix,
-            f"[{style}]{k.status}[/{style}]",
-            num(k.rpm),
-            when(k.expires_at, "%Y-%m-%d"),
+            f"[{style}]{badge}[/{style}]",
+            _against(money(s.spent_usd) if s else "—", k.budget_usd, money),
+            _against(num(s.tokens_used) if s else "—", k.token_quota, num),
+            num(s.requests_today) if s else "—",
             when(k.last_used_at, "%Y-%m-%d"),
         )
-    out.print(table)
-    out.print(f"{len(page.items)} of {page.total} key(s)")
+    out.print(rows)
+    out.print(f"{len(page.items)} of {num(page.total)} key(s)")
+
+
+def _against(used: str, allowed: float | None, show: Callable[[Any], str]) -> str:
+    return used if allowed is None else f"{used} / {show(allowed)}"
 
 
 def print_key(info: keys.KeyInfo) -> None:
-    table = Table("Field", "Value", show_header=False)
-    for field, value in info.model_dump().items():
+    rows = table("Field", "Value")
+    rows.show_header = False
+    for field, value in info.model_dump(exclude={"summary"}).items():
         if isinstance(value, datetime) or value is None:
             text = when(value)
         elif isinstance(value, list):
             text = ", ".join(value) or "(none)"
         else:
             text = str(value)
-        table.add_row(field, text)
-    out.print(table)
+        rows.add_row(field, text)
+    if info.summary is not None:
+        rows.add_row("badge", info.summary.badge)
+        for reason in info.summary.reasons:
+            rows.add_row("why", reason)
+    out.print(rows)
 
 
 def get_key(

@@ -8,14 +8,34 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column, Table
+
+from tollway.core import fmt
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-STATUS_STYLE = {"active": "green", "disabled": "yellow", "expired": "red"}
+STATUS_STYLE = {
+    "active": "green",
+    "disabled": "yellow",
+    "expired": "red",
+    "exhausted": "red",
+    "limited": "magenta",
+}
+
+
+def table(*columns: str | Column, title: str | None = None) -> Table:
+    """The one table style of every command: a rule under the header, no outer box."""
+    return Table(*columns, title=title, box=box.SIMPLE_HEAD, title_justify="left")
+
+
+def right(header: str) -> Column:
+    """A numeric column: right-aligned, never wrapped."""
+    return Column(header, justify="right", no_wrap=True)
 
 
 def print_json(data: BaseModel | list[Any] | dict[str, Any]) -> None:
@@ -34,17 +54,24 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def when(dt: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
-    return dt.strftime(fmt) if dt else "-"
+def when(dt: datetime | None, pattern: str = "%Y-%m-%d %H:%M UTC") -> str:
+    return dt.strftime(pattern) if dt else fmt.UNKNOWN
 
 
 def num(v: int | float | None) -> str:
-    return "-" if v is None else str(v)
+    """12,345; "—" when unknown."""
+    return fmt.count(v)
 
 
 def limit(v: int | float | None) -> str:
-    return "unlimited" if v is None else str(v)
+    return "unlimited" if v is None else fmt.count(v)
 
 
 def money(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
+    """$0.00012, $1,234.50; "—" when unknown (never $0)."""
+    return fmt.usd(v)
+
+
+def money_total(v: float | None, requests: int) -> str:
+    """A summed cost: "—" when none of its requests had a price."""
+    return fmt.usd_total(v, requests)

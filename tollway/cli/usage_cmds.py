@@ -12,8 +12,19 @@ from rich.table import Table
 
 from tollway.cli.backend import Backend, run
 from tollway.cli.options import AdminSecret, KeyId, Url, parse_span
-from tollway.cli.output import JsonFlag, money, num, out, print_json, when
-from tollway.services import usage
+from tollway.cli.output import (
+    STATUS_STYLE,
+    JsonFlag,
+    money,
+    money_total,
+    num,
+    out,
+    print_json,
+    right,
+    table,
+    when,
+)
+from tollway.services import keys, usage
 
 Start = Annotated[
     datetime | None,
@@ -47,23 +58,61 @@ def _range(start: datetime | None, end: datetime | None, last: str | None) -> di
 
 
 def _groups_table(title: str, groups: list[usage.UsageGroup]) -> Table:
-    table = Table("Name", "Requests", "Errors", "Tokens", "Cost (USD)", title=title)
+    rows = table("Name", right("Requests"), right("Errors"), right("Tokens"), right("Cost"))
+    rows.title = title
     for g in groups:
-        table.add_row(
+        rows.add_row(
             g.name or "(none)",
-            str(g.requests),
-            str(g.errors),
-            str(g.total_tokens),
-            money(g.cost_usd),
+            num(g.requests),
+            num(g.errors),
+            num(g.total_tokens),
+            money_total(g.cost_usd, g.requests),
         )
-    return table
+    return rows
 
 
 def _totals_line(t: usage.UsageTotals) -> str:
     return (
-        f"Requests: {t.requests} (errors: {t.errors})   Tokens: {t.total_tokens} "
-        f"(prompt {t.prompt_tokens}, completion {t.completion_tokens})   Cost: ${t.cost_usd:.4f}"
+        f"Requests: {num(t.requests)} (errors: {num(t.errors)})   "
+        f"Tokens: {num(t.total_tokens)} (prompt {num(t.prompt_tokens)}, "
+        f"completion {num(t.completion_tokens)})   Cost: {money_total(t.cost_usd, t.requests)}"
     )
+
+
+def _limits_table(info: keys.KeyInfo) -> Table:
+    """Each limit of the key, what it has used and what remains (budget and quota exact,
+    per-minute windows from the last 60 s of requests)."""
+    s = info.summary
+    rows = table("Limit", right("Allowed"), right("Used"), right("Left"))
+    rows.title = "Limits"
+    if s is None:
+        return rows
+    if info.budget_usd is not None:
+        period = "" if info.budget_period == "none" else f" ({info.budget_period})"
+        rows.add_row(
+            f"Budget{period}",
+            money(info.budget_usd),
+            money(s.spent_usd),
+            money(s.budget_left_usd),
+        )
+    if info.token_quota is not None:
+        rows.add_row("Token quota", num(info.token_quota), num(s.tokens_used), num(s.tokens_left))
+    for name, allowed, used in (
+        ("Requests per minute", info.rpm, s.requests_last_minute),
+        ("Tokens per minute", info.tpm, s.tokens_last_minute),
+    ):
+        if allowed is not None:
+            rows.add_row(name, num(allowed), num(used), num(max(0, allowed - used)))
+    for name, allowed in (
+        ("Requests per day", info.rpd),
+        ("Tokens per day", info.tpd),
+        ("Parallel requests", info.max_parallel),
+    ):
+        if allowed is not None:
+            rows.add_row(name, num(allowed), "—", "—")
+    if not rows.row_count:
+        rows.add_row("(no limits)", "unlimited", "", "")
+    return rows
 
 
 def key_stats(
@@ -80,26 +129,39 @@ def key_stats(
 ) -> None:
     """Usage of one key: totals, by endpoint, by model, recent requests (all time by default)."""
     span = _range(start, end, last)
-    stats = run(url, admin_secret, lambda b: b.key_stats(key_id, recent=recent, **span))
+
+    async def both(b: Backend) -> tuple[usage.KeyStats, keys.KeyInfo]:
+        return await b.key_stats(key_id, recent=recent, **span), await b.get_key(key_id)
+
+    stats, info = run(url, admin_secret, both)
     if as_json:
-        print_json(stats)
+        print_json({**stats.model_dump(mode="json"), "key": info.model_dump(mode="json")})
         return
-    out.print(f"[bold]Key {stats.key_id} ({stats.name})[/bold]")
+    badge = info.summary.badge if info.summary else info.status
+    style = STATUS_STYLE[badge]
+    out.print(f"[bold]Key {stats.key_id} ({stats.name})[/bold]  [{style}]{badge}[/{style}]")
+    for reason in info.summary.reasons if info.summary else []:
+        out.print(f"  {reason}")
+    if info.summary is not None:
+        out.print(f"Requests today (UTC): {num(info.summary.requests_today)}")
+    out.print(_limits_table(info))
     out.print(_totals_line(stats.totals))
     out.print(_groups_table("By endpoint", stats.by_endpoint))
     out.print(_groups_table("By model", stats.by_model))
-    table = Table("Time", "Method", "Endpoint", "Model", "Status", "Tokens", "ms", title="Recent")
+    recent_rows = table(
+        "Time", "Model", right("Status"), right("Tokens"), right("Cost"), right("ms")
+    )
+    recent_rows.title = "Recent"
     for r in stats.recent:
-        table.add_row(
-            when(r.ts),
-            r.method,
-            r.endpoint,
-            r.model or "-",
+        recent_rows.add_row(
+            when(r.ts, "%Y-%m-%d %H:%M:%S"),
+            r.model or "—",
             str(r.status),
             num(r.total_tokens),
+            money(r.cost_usd),
             num(round(r.latency_ms) if r.latency_ms is not None else None),
         )
-    out.print(table)
+    out.print(recent_rows)
 
 
 def usage_report(
@@ -168,30 +230,41 @@ def _print_report(rep: usage.UsageReport) -> None:
         f"{rep.end.strftime('%Y-%m-%d %H:%M')} UTC[/bold]" + (f" ({scope})" if scope else "")
     )
     out.print(_totals_line(rep.totals))
-    series = Table(
-        "Bucket", "Requests", "Errors", "Tokens", "Cost (USD)", "Avg ms", title=f"By {rep.bucket}"
+    series = table(
+        "Bucket",
+        right("Requests"),
+        right("Errors"),
+        right("Tokens"),
+        right("Cost"),
+        right("Avg ms"),
     )
+    series.title = f"By {rep.bucket} (buckets without requests left out)"
     for p in rep.series:
+        if not p.requests:
+            continue
         series.add_row(
             p.bucket.strftime(fmt),
-            str(p.requests),
-            str(p.errors),
-            str(p.total_tokens),
-            money(p.cost_usd),
+            num(p.requests),
+            num(p.errors),
+            num(p.total_tokens),
+            money_total(p.cost_usd, p.requests),
             num(round(p.avg_latency_ms) if p.avg_latency_ms else None),
         )
     out.print(series)
-    keys = Table("Key", "Name", "Requests", "Errors", "Tokens", "Cost (USD)", title="Top keys")
+    top = table(
+        right("Key"), "Name", right("Requests"), right("Errors"), right("Tokens"), right("Cost")
+    )
+    top.title = "Top keys"
     for k in rep.by_key:
-        keys.add_row(
-            str(k.key_id) if k.key_id else "-",
+        top.add_row(
+            str(k.key_id) if k.key_id else "—",
             k.name or ("(no key)" if not k.key_id else "(deleted)"),
-            str(k.requests),
-            str(k.errors),
-            str(k.total_tokens),
-            money(k.cost_usd),
+            num(k.requests),
+            num(k.errors),
+            num(k.total_tokens),
+            money_total(k.cost_usd, k.requests),
         )
-    out.print(keys)
+    out.print(top)
     out.print(_groups_table("Top models", rep.by_model))
     out.print(_groups_table("Top upstreams", rep.by_upstream))
     out.print(_groups_table("Top endpoints", rep.by_endpoint))

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.secrets import KEY_PREFIX, display_prefix, generate_key, hash_key
 from tollway.services.errors import Invalid, NotFound
+from tollway.services.key_status import KeySummary, summaries
 from tollway.store import key_changes
 from tollway.store.queries import as_utc, utcnow
 from tollway.store.tables import api_keys
@@ -170,6 +171,8 @@ class KeyInfo(BaseModel):
     budget_usd: float | None
     budget_period: str
     max_parallel: int | None
+    # Spend, tokens, requests today and the badge (active/expired/exhausted/limited/disabled).
+    summary: KeySummary | None = None
 
 
 class CreatedKey(BaseModel):
@@ -246,7 +249,15 @@ async def _fetch(conn: AsyncConnection, key_id: int) -> KeyInfo:
     row = (await conn.execute(select(*_INFO_COLUMNS).where(api_keys.c.id == key_id))).first()
     if row is None:
         raise NotFound(f"no key with id {key_id}")
-    return _info(row, utcnow())
+    info = _info(row, utcnow())
+    return (await _with_summaries(conn, [info]))[0]
+
+
+async def _with_summaries(conn: AsyncConnection, infos: list[KeyInfo]) -> list[KeyInfo]:
+    found = await summaries(conn, ((i, i.status) for i in infos), utcnow())
+    for info in infos:
+        info.summary = found[info.id]
+    return infos
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -313,9 +324,8 @@ async def list_keys(
                 .limit(limit)
             )
         ).all()
-    return KeyPage(
-        items=[_info(r, now) for r in rows], total=int(total or 0), offset=offset, limit=limit
-    )
+        items = await _with_summaries(conn, [_info(r, now) for r in rows])
+    return KeyPage(items=items, total=int(total or 0), offset=offset, limit=limit)
 
 
 # --- writes -----------------------------------------------------------------------------------

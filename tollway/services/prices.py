@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,7 +23,16 @@ from tollway.store.queries import as_utc, bump_revision, upsert, utcnow
 from tollway.store.tables import model_prices
 
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _number(v: Any) -> Any:
+    # `false` or "2.5" is not a price: a 422 rather than $0 or a silent conversion.
+    if isinstance(v, bool | str):
+        raise ValueError("expected a number")
+    return v
+
+
+Rate = Annotated[float, BeforeValidator(_number), Field(ge=0, allow_inf_nan=False)]
 
 
 class PriceSet(BaseModel):
@@ -36,6 +52,10 @@ class PriceInfo(BaseModel):
     updated_at: datetime
 
 
+def describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 def _info(row: Any) -> PriceInfo:
     return PriceInfo(
         model=row.model,
@@ -51,9 +71,7 @@ async def set_price(engine: AsyncEngine, data: PriceSet | Mapping[str, Any]) -> 
     try:
         spec = data if isinstance(data, PriceSet) else PriceSet.model_validate(data)
     except ValidationError as exc:
-        raise Invalid(
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        ) from None
+        raise Invalid(describe(exc)) from None
     values = {**spec.model_dump(), "updated_at": utcnow()}
     async with engine.begin() as conn:
         stmt = upsert(conn, model_prices).values(**values)

@@ -17,7 +17,7 @@ from tollway.core.errors import error_body
 from tollway.core.settings import Settings
 from tollway.services.errors import Invalid
 from tollway.ui import auth
-from tollway.ui.pages import dashboard, keys, overview, playground, upstreams, usage
+from tollway.ui.pages import dashboard, keys, overview, playground, prices, upstreams, usage
 from tollway.ui.web import HERE, SECURITY_HEADERS, UI, NotReady, ui_of
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ def create_ui(settings: Settings, get_runtime: Callable[[], Runtime | None]) -> 
         *overview.routes,
         *dashboard.routes,
         *keys.routes,
+        *prices.routes,
         *upstreams.routes,
         *usage.routes,
         *playground.routes,

@@ -15,6 +15,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from tollway.core import fmt
 from tollway.core.server_secret import BadSecretFile, server_secret
 from tollway.core.settings import Settings
 from tollway.services import sessions as session_service
@@ -58,7 +59,9 @@ class UI:
             lstrip_blocks=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(num=fmt_num, usd=fmt_usd, dt=fmt_dt, ms=fmt_ms, pct=fmt_pct)
+        self.env.filters.update(
+            num=fmt_num, usd=fmt_usd, usd_total=fmt.usd_total, dt=fmt_dt, ms=fmt_ms, pct=fmt_pct
+        )
 
     @property
     def runtime(self) -> Runtime:
@@ -185,19 +188,12 @@ def utcnow() -> datetime:
 
 
 def fmt_num(value: float | int | None) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.1f}"
-    return f"{int(value):,}"
+    return fmt.count(value)
 
 
 def fmt_usd(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value and abs(value) < 0.01:
-        return f"${value:.4f}"
-    return f"${value:,.2f}"
+    """ "—" when unknown; small amounts with enough digits ($0.00012), as the CLI shows them."""
+    return fmt.usd(value)
 
 
 def fmt_dt(value: datetime | None) -> str:

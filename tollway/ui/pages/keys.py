@@ -11,9 +11,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from tollway.services import keys as key_service
-from tollway.services import usage as usage_service
 from tollway.services.errors import Invalid, NotFound
 from tollway.ui import forms
+from tollway.ui.pages import key_view
 from tollway.ui.web import admin, ui_of
 
 PAGE_SIZE = 25
@@ -63,6 +63,7 @@ async def list_keys(request: Request) -> Response:
         "pages": pages,
         "query": lambda p: "?" + urlencode({"q": q, "fstatus": status, "page": p}),
         "done": DONE.get(request.query_params.get("done", ""), ""),
+        "bars_of": key_view.bars,
     }
     if request.headers.get("hx-target") == "keys-table":
         return ui.render(request, "keys/_table.html", **ctx)
@@ -120,12 +121,12 @@ async def edit_key(request: Request) -> Response:
     ui = ui_of(request)
     try:
         info = await key_service.get_key(ui.runtime.engine, _key_id(request))
-        stats = await usage_service.key_stats(ui.runtime.engine, info.id, recent=10)
+        page = await key_view.page_data(ui.runtime.engine, info)
     except NotFound:
         return _missing(request)
     done = DONE.get(request.query_params.get("done", ""), "")
     return _form(
-        request, title=f"Key {info.name}", key=info, values=_values_of(info), stats=stats, done=done
+        request, title=f"Key {info.name}", key=info, values=_values_of(info), done=done, **page
     )
 
 
@@ -140,8 +141,15 @@ async def update_key(request: Request) -> Response:
     except NotFound:
         return _missing(request)
     except Invalid as exc:
+        page = await key_view.page_data(ui.runtime.engine, info)
         return _form(
-            request, 400, title=f"Key {info.name}", key=info, values=dict(form), error=exc.message
+            request,
+            400,
+            title=f"Key {info.name}",
+            key=info,
+            values=dict(form),
+            error=exc.message,
+            **page,
         )
     return RedirectResponse(f"/keys/{key_id}?done=saved", status_code=303)
 
