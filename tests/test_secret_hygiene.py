@@ -24,6 +24,7 @@ def test_gitignore_covers_what_holds_secrets() -> None:
         "tollway.db",
         "tollway.db-wal",
         "tollway.db-journal",
+        "tollway.db.migrate.lock",
         "tollway.db.secret",
         "tollway.secret",
         "tollway-spool/events-1.jsonl",
