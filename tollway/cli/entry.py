@@ -18,7 +18,11 @@ def main() -> None:
         from tollway.core.settings import get_settings
 
         given = serve_args.parse(args[1:])
-        serve(serve_args.with_overrides(get_settings(), given.host, given.port, given.workers))
+        settings = serve_args.with_overrides(get_settings(), given.host, given.port, given.workers)
+        problem = serve_args.config_problem(settings)
+        if problem is not None:
+            sys.exit(f"error: {problem}")
+        serve(settings)
         return
     if args == ["--version"]:
         from tollway import __version__

@@ -31,3 +31,18 @@ def with_overrides(
     """The options given on the command line win over TOLLWAY_HOST/PORT/WORKERS."""
     given = {"host": host, "port": port, "workers": workers}
     return settings.model_copy(update={k: v for k, v in given.items() if v is not None})
+
+
+def config_problem(settings: Settings) -> str | None:
+    """What is wrong with the upstream file (an unset ${VAR}, a typo), checked before the
+    server starts so it is one line instead of a start-up traceback."""
+    from tollway.upstreams.config import ConfigError, read_config
+
+    path = settings.config_path()
+    if path is None:
+        return None
+    try:
+        read_config(path)
+    except ConfigError as exc:
+        return str(exc)
+    return None

@@ -11,6 +11,8 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tollway.core.dotenv import dotenv_value
+
 from .headers import check_headers, check_value, has_control
 from .policy import PoolPolicy
 from .target import Upstream
@@ -23,15 +25,19 @@ class ConfigError(ValueError):
 
 
 def expand_env(value: str) -> str:
-    """`${VAR}` or `${VAR:-default}`; an unset variable without default is an error."""
+    """`${VAR}` or `${VAR:-default}`, from the environment, else from `.env`; an unset
+    variable without default is an error."""
 
     def repl(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in os.environ:
             return os.environ[name]
+        from_file = dotenv_value(name)
+        if from_file is not None:
+            return from_file
         if default is not None:
             return default
-        raise ConfigError(f"environment variable {name} is not set")
+        raise ConfigError(f"environment variable {name} is not set (in the environment or .env)")
 
     return _ENV_REF.sub(repl, value)
 
