@@ -223,7 +223,13 @@ def test_the_build_context_leaves_secrets_and_databases_out() -> None:
     ]
     assert rules[0] == "*"  # everything out, then only what the image needs back in
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "tollway", "deploy/docker"}
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "requirements/runtime.lock",  # installed with --require-hashes
+        "tollway",
+        "deploy/docker",
+    }
     for pattern in ("**/*.db", "**/*.secret", "**/.env", "**/tollway-spool"):
         assert pattern in rules
     copied = [a.split()[0] for i, a in _dockerfile() if i == "COPY" and "--from" not in a]
