@@ -176,12 +176,15 @@ def test_sigkill_of_the_gateway_under_load_loses_no_completed_request(
     first.proc.wait(10)
     load.stop()
     before, _ = stored_ids(db_url)
-    rig.gateway().stop()  # the restart replays the dead process's spool before serving
+    second = rig.gateway()  # the restart replays the dead process's spool before serving
+    second.stop()
+    assert second.proc is not None and second.proc.returncode in GRACEFUL, second.log.read_text()
     check(f"SIGKILL gateway ({db_url.split(':')[0]})", load.completed, db_url)
     in_db = len(set(before) & set(load.completed))
     print(f"  rows in the database at the kill: {in_db}")
     assert in_db < len(load.completed)  # the spool, not the database, held the rest
-    assert list((tmp_path / "spool").glob("usage-*.spool")) == []
+    left = list((tmp_path / "spool").glob("usage-*.spool"))
+    assert left == [], (left, second.log.read_text())
 
 
 @pytest.mark.postgres
