@@ -116,6 +116,13 @@ usage_records = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("error_type", String(100)),
     Column("fallback_from", String(300)),
+    # Request detail (migration 0005): ms from the request's start to the limits' admission
+    # and to the served upstream's response head; what a failed request was told; its failed
+    # attempts as JSON text ([[upstream, model, why], ...], bounded).
+    Column("admitted_ms", Float),
+    Column("first_byte_ms", Float),
+    Column("error_message", String(500)),
+    Column("failures", Text),
     Index("ix_usage_records_ts", "ts"),
     Index("ix_usage_records_key_ts", "key_id", "ts"),
     # One row per request: replays and retries insert with ON CONFLICT DO NOTHING.
