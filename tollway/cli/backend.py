@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -43,6 +44,7 @@ class Backend(Protocol):
     async def key_stats(self, key_id: int, **query: Any) -> usage.KeyStats: ...
     async def report(self, **query: Any) -> usage.UsageReport: ...
     async def export_csv(self, **query: Any) -> AsyncIterator[str]: ...
+    async def get_record(self, request_id: str) -> usage.RequestDetail: ...
     async def list_upstreams(self) -> list[ups.UpstreamInfo]: ...
     async def add_upstream(self, data: dict[str, Any]) -> ups.UpstreamInfo: ...
     async def remove_upstream(self, upstream_id: int) -> None: ...
@@ -91,6 +93,9 @@ class Local:
 
     async def export_csv(self, **query: Any) -> AsyncIterator[str]:
         return await usage.export_csv(self.engine, **query)
+
+    async def get_record(self, request_id: str) -> usage.RequestDetail:
+        return await usage.get_record(self.engine, request_id)
 
     def _box(self) -> Any:
         from tollway.upstreams.crypto import SecretKeyMissing, secret_box
@@ -213,6 +218,10 @@ class Remote:
                 await resp.aclose()
 
         return chunks()
+
+    async def get_record(self, request_id: str) -> usage.RequestDetail:
+        path = "/usage/records/" + quote(request_id.strip(), safe="")
+        return await self._get(usage.RequestDetail, "GET", path)
 
     async def list_upstreams(self) -> list[ups.UpstreamInfo]:
         return await self._list(ups.UpstreamInfo, "GET", "/upstreams")
