@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     negative_cache_ttl: float = 5.0
     revision_poll_interval: float = 1.0
 
+    # Alerts (webhooks): how often each instance checks (seconds; 0 = never), the budget
+    # percentages that alert once per budget period, how many days ahead a key's expiry
+    # alerts, and a delivery's tries (waits of retry_base x 1, 2, 4...) and timeout.
+    alert_interval: float = Field(default=30.0, ge=0)
+    alert_budget_thresholds: str = "50,80,100"
+    alert_expiry_days: float = Field(default=7.0, ge=0)
+    alert_tries: int = Field(default=5, ge=1, le=20)
+    alert_retry_base: float = Field(default=2.0, ge=0)
+    alert_timeout: float = Field(default=5.0, gt=0)
+
     # Web UI: how long an admin stays logged in (seconds).
     ui_session_ttl: float = Field(default=12 * 3600, gt=0)
     # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
@@ -110,6 +120,21 @@ class Settings(BaseSettings):
                 return None
             return Path(path).parent / "tollway-spool"
         return Path("tollway-spool")
+
+    @field_validator("alert_budget_thresholds")
+    @classmethod
+    def _percentages(cls, v: str) -> str:
+        try:
+            values = [float(p) for p in v.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError("comma-separated percentages, e.g. 50,80,100") from None
+        if any(not 0 < p <= 1000 for p in values):
+            raise ValueError("percentages between 0 (exclusive) and 1000")
+        return v
+
+    def budget_thresholds(self) -> list[float]:
+        """TOLLWAY_ALERT_BUDGET_THRESHOLDS as sorted percentages ("50,80,100")."""
+        return sorted({float(p) for p in self.alert_budget_thresholds.split(",") if p.strip()})
 
     def config_path(self) -> Path | None:
         """TOLLWAY_CONFIG, or ./tollway.yaml when it exists: one file to edit, no flag needed."""
