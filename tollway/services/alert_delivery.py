@@ -18,8 +18,12 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tollway.services.alerts import Target
+from tollway.services.alerts import Target, targets
+from tollway.store.queries import utcnow
+from tollway.upstreams.crypto import SecretBox
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -79,3 +83,27 @@ async def deliver(
             return None
         error = f"HTTP {resp.status_code} (try {attempt + 1} of {tries})"
     return error
+
+
+class TestResult(BaseModel):
+    ok: bool
+    error: str | None  # why the webhook did not take it (HTTP status, connection error)
+
+
+async def send_test(
+    engine: AsyncEngine, box: SecretBox, webhook_id: int, wait_s: float
+) -> TestResult:
+    """One signed test message to one webhook (enabled or not), no retries."""
+    (target,) = await targets(engine, box, webhook_id)
+    body = body_of(
+        0,
+        "test",
+        f"webhook:{target.name}",
+        "test",
+        f"Test alert to webhook “{target.name}”: it works.",
+        {},
+        utcnow(),
+    )
+    async with httpx.AsyncClient(timeout=wait_s, follow_redirects=False) as client:
+        error = await deliver(client, target, body, 1, 0.0)
+    return TestResult(ok=error is None, error=error)

@@ -179,3 +179,16 @@ async def _result(
     values: dict[str, Any] = {"delivered": delivered, "failed": failed, "last_error": error}
     async with engine.begin() as conn:
         await conn.execute(update(alert_events).where(e.id == alert_id).values(values))
+
+
+def start_monitor(
+    engine: AsyncEngine, settings: Settings, statuses: Statuses
+) -> tuple[AlertMonitor, asyncio.Task[None] | None]:
+    """The instance's monitor, and its checking task (None with TOLLWAY_ALERT_INTERVAL=0:
+    alerts can still be checked on demand and webhooks tested)."""
+    from tollway.upstreams.crypto import secret_box
+
+    monitor = AlertMonitor(engine, settings, statuses, lambda: secret_box(settings))
+    if settings.alert_interval <= 0:
+        return monitor, None
+    return monitor, asyncio.get_running_loop().create_task(monitor.run())
