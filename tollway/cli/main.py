@@ -13,7 +13,14 @@ import typer
 from sqlalchemy.engine import make_url
 
 from tollway import __version__
-from tollway.cli import keys_cmds, request_cmds, secret_cmds, upstream_cmds, usage_cmds
+from tollway.cli import (
+    alert_cmds,
+    keys_cmds,
+    request_cmds,
+    secret_cmds,
+    upstream_cmds,
+    usage_cmds,
+)
 from tollway.cli.backend import Local, run_local, sqlite_file
 from tollway.cli.output import fail, out
 from tollway.core.settings import get_settings
@@ -145,5 +152,6 @@ app.command("delete-key")(keys_cmds.delete_key)
 app.command("key-stats")(usage_cmds.key_stats)
 app.add_typer(request_cmds.app)  # `usage` (the report) and `usage show <request-id>`
 app.add_typer(upstream_cmds.app)
+app.add_typer(alert_cmds.app)
 app.command("logout-everywhere")(secret_cmds.logout_everywhere)
 app.command("rotate-secret")(secret_cmds.rotate_secret)
