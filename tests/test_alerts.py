@@ -255,3 +255,35 @@ def test_cli_manages_webhooks_locally_and_remotely(
         assert "no webhook" in runner.invoke(app, ["alerts", "remove", hook, *remote]).stderr
     finally:
         get_settings.cache_clear()
+
+
+def test_upstream_with_a_rejected_key_alerts_as_down(astack: Stack, receiver: Receiver) -> None:
+    hook = add_hook(astack.url, receiver, "down-hook", ["upstream_down"])
+    try:
+        astack.reset()
+        astack.b.behaviour.mode = "reject_key"
+        assert chat(astack.url, astack.key, "other-model").status_code == 502
+        (alert,) = receiver.wait_for(1)
+        assert alert["alert"]["kind"] == "upstream_down"
+        assert alert["alert"]["health"] == "key_rejected" and alert["alert"]["upstream"] == "b"
+        assert astack.b.api_key not in json.dumps(alert)
+    finally:
+        astack.reset()
+        admin(astack.url, "DELETE", f"/alerts/webhooks/{hook}")
+
+
+async def test_retries_wait_longer_each_time(receiver: Receiver) -> None:
+    from tollway.services.alert_delivery import deliver
+    from tollway.services.alerts import Target
+
+    receiver.fail_first = 1000
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    target = Target(id=1, name="t", url=receiver.url, secret=HOOK_SECRET, kinds=None)
+    async with httpx.AsyncClient() as client:
+        error = await deliver(client, target, b"{}", 4, 2.0, sleep=sleep)
+    assert waits == [2.0, 4.0, 8.0] and len(receiver.posts) == 4
+    assert error == "HTTP 500 (try 4 of 4)"

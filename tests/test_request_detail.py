@@ -187,3 +187,15 @@ def test_cli_shows_one_request_locally_and_remotely(fresh_det: Stack, cli_env: N
     missing = cli("usage", "show", "req_nothing", *remote, code=1)
     assert "no request with id req_nothing" in missing
     assert "Requests:" in cli("usage", "--last", "1h")  # the report still works
+
+
+def test_failed_attempts_are_bounded_when_stored() -> None:
+    from tollway.core.types import UsageEvent
+    from tollway.store.usage_clean import clean
+
+    many: list[list[str | None]] = [["up", "m\x00", "HTTP 500"]] * 15
+    ev = UsageEvent(0.0, "r", None, "POST", "/v1/x", failures=many)
+    cleaned = clean(ev).failures
+    assert (
+        cleaned is not None and len(cleaned) == 10 and cleaned[0] == ["up", "m\ufffd", "HTTP 500"]
+    )
