@@ -170,6 +170,8 @@ def test_a_webhook_that_never_answers_is_given_up_and_recorded(astack: Stack) ->
 
 def test_upstream_out_of_credit_alerts_once_per_episode(astack: Stack, receiver: Receiver) -> None:
     hook = add_hook(astack.url, receiver, "credit", ["upstream_credit"])
+    other = Receiver(HOOK_SECRET)  # takes other kinds only: gets nothing of this
+    other_hook = add_hook(astack.url, other, "not-credit", ["key_expiry", "upstream_down"])
     try:
         astack.reset()
         astack.b.behaviour.mode = "no_credit"
@@ -185,9 +187,13 @@ def test_upstream_out_of_credit_alerts_once_per_episode(astack: Stack, receiver:
         assert chat(astack.url, astack.key, "other-model").status_code == 503
         got = receiver.wait_for(2)
         assert [a["alert"]["period"] for a in got] == ["1", "2"]
+        checks_done([astack.gateway])
+        assert other.posts == []
     finally:
         astack.reset()
         admin(astack.url, "DELETE", f"/alerts/webhooks/{hook}")
+        admin(astack.url, "DELETE", f"/alerts/webhooks/{other_hook}")
+        other.stop()
 
 
 def test_webhooks_api_hides_urls_and_secrets(astack: Stack, receiver: Receiver) -> None:
@@ -202,6 +208,8 @@ def test_webhooks_api_hides_urls_and_secrets(astack: Stack, receiver: Receiver) 
     hook = created.json()["info"]["id"]
     listing = admin(astack.url, "GET", "/alerts/webhooks").text
     assert secret not in listing and "T0KEN" not in listing and "http://127.0.0.1:" in listing
+    stored = str(_webhook_rows(astack.db_url))
+    assert "gen" in stored and secret not in stored and "T0KEN" not in stored  # encrypted
     dup = admin(astack.url, "POST", "/alerts/webhooks", json={"name": "gen", "url": receiver.url})
     assert dup.status_code == 422
     receiver.secret = secret
@@ -215,6 +223,26 @@ def test_webhooks_api_hides_urls_and_secrets(astack: Stack, receiver: Receiver) 
     assert off.json()["enabled"] is False
     assert admin(astack.url, "DELETE", f"/alerts/webhooks/{hook}").status_code == 204
     assert admin(astack.url, "DELETE", f"/alerts/webhooks/{hook}").status_code == 404
+
+
+def _webhook_rows(db_url: str) -> list[tuple[Any, ...]]:
+    from sqlalchemy import select
+
+    from tollway.store.db import create_engine
+    from tollway.store.tables import alert_webhooks
+
+    from .fixtures_gateway import run_async
+
+    async def rows() -> list[tuple[Any, ...]]:
+        engine = create_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                return [tuple(r) for r in await conn.execute(select(alert_webhooks))]
+        finally:
+            await engine.dispose()
+
+    result: list[tuple[Any, ...]] = run_async(rows())
+    return result
 
 
 def test_cli_manages_webhooks_locally_and_remotely(
@@ -250,7 +278,8 @@ def test_cli_manages_webhooks_locally_and_remotely(
         bad = runner.invoke(app, ["alerts", "add", "-n", "x", "--webhook-url", receiver.url,
                                   "--kinds", "everything"])  # fmt: skip
         assert bad.exit_code == 2
-        cli("alerts", "recent", *remote)
+        recent = cli("alerts", "recent", "--json", *remote)
+        assert json.loads(recent) == json.loads(cli("alerts", "recent", "--json"))
         assert "Removed" in cli("alerts", "remove", hook)
         assert "no webhook" in runner.invoke(app, ["alerts", "remove", hook, *remote]).stderr
     finally:

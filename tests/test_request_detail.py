@@ -75,6 +75,7 @@ def test_failed_attempts_and_the_error_message_are_recorded(fresh_det: Stack) ->
     assert failed["outcome"] == "HTTP 500" and failed["model"] == "shared-model"
     assert {failed["upstream"], detail["upstream"]} == {"a", "b"}
     assert detail["attempts"] == 2 and detail["key_name"] == "test"
+    assert detail["fallback_from"] is None and detail["model"] == "shared-model"
     assert detail["admitted_ms"] is not None and detail["first_byte_ms"] is not None
 
 

@@ -4,14 +4,16 @@ filters, and the alerts page (add a webhook, test it, disable, remove)."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from .fixtures_gateway import Stack
-from .ui_fixtures import PHONE, login, shoot
+from .fixtures_gateway import Stack, make_key
+from .ui_fixtures import ADMIN_SECRET, PHONE, login, shoot
 from .webhook_receiver import Receiver
 
 pytestmark = pytest.mark.browser
@@ -139,6 +141,22 @@ def test_alerts_page_adds_tests_and_removes_a_webhook(page: Any, ui_stack: Stack
         expect(page.locator("#test-result")).to_have_text("The webhook took the test alert.")
         (test_alert,) = receiver.taken()  # signed with the secret the page showed
         assert test_alert["alert"]["kind"] == "test"
+        # An alert raised now is sent to it and listed with its delivery.
+        soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        make_key(ui_stack.db_url, name="expiring-soon", expires_at=soon)
+        check = httpx.post(
+            f"{ui_stack.url}/admin/api/alerts/check",
+            headers={"Authorization": f"Bearer {ADMIN_SECRET}"},
+        )
+        assert len(check.json()) == 1
+        assert receiver.wait_for(2)[1]["alert"]["key_name"] == "expiring-soon"
+        monitor = ui_stack.gateway.app.runtime.alerts  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while monitor.sending and time.monotonic() < deadline:  # its result is being stored
+            time.sleep(0.02)
+        page.goto("/alerts")
+        expect(page.locator("#recent-alerts tbody tr").first).to_contain_text("expiring-soon")
+        expect(page.locator("#recent-alerts tbody tr").first).to_contain_text("sent to 1")
         page.locator('#webhooks tr[data-webhook="ops-slack"]').get_by_role(
             "button", name="Disable ops-slack"
         ).click()
