@@ -86,7 +86,7 @@ def record_filters(**filters: Unpack[RecordFilters]) -> list[ColumnElement[bool]
     start, end = check_range(filters.get("start"), filters.get("end"))
     request_id = (filters.get("request_id") or "").strip() or None
     if request_id is not None and len(request_id) > 64:
-        raise Invalid("request id: at most 64 characters (ids look like req_…)")
+        raise Invalid("request id: at most 64 characters")
     names = ("key_id", "model", "upstream")
     equal = [(u[name], filters.get(name)) for name in names] + [(u.request_id, request_id)]
     conds = where_terms(u.ts, start, end, equal)

@@ -50,7 +50,7 @@ def _filters(params: QueryParams) -> tuple[dict[str, str], dict[str, Any], dict[
         except ValueError:
             errors["key_id"] = "Pick a key from the list."
     if len(raw["request_id"]) > 64:
-        errors["request_id"] = "A request id has at most 64 characters (they look like req_…)."
+        errors["request_id"] = "A request id has at most 64 characters."
     if raw["status"]:
         try:
             status_filter(raw["status"])
