@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
-
 from fake_upstream import MODEL
 from load import run_wrk, write_lua
 from machine import find_tools

@@ -164,7 +164,7 @@ async def test_csv_export_streams_every_row(seeded: tuple[AsyncEngine, int, int]
     assert len(chunks) == 1 + 3  # header, then 3 batches of 2
     rows = list(csv.DictReader(io.StringIO("".join(chunks))))
     assert [r["request_id"] for r in rows] == ["r0", "r10", "r20", "r180", "r1560", "r1620"]
-    assert tuple(rows[0]) == usage.RECORD_FIELDS
+    assert tuple(rows[0]) == usage.CSV_FIELDS and rows[0]["key_name"] == "alpha"
     assert (
         rows[0]["ts"] == T0.isoformat() and rows[5]["key_id"] == "" and rows[0]["stream"] == "False"
     )

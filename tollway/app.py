@@ -59,6 +59,8 @@ from tollway.upstreams.shared_state import SharedPoolState
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
+    from tollway.services.alert_monitor import AlertMonitor
+
 log = logging.getLogger("tollway")
 
 
@@ -84,6 +86,7 @@ class Runtime:
     readiness: Readiness | None = None  # /readyz
     key_changes: KeyChangeFollower | None = None  # forgets exactly the keys changed anywhere
     observe: Observability | None = None  # metrics, request log, traces (tollway/observe)
+    alerts: AlertMonitor | None = None  # budget/expiry/upstream alerts to webhooks
 
 
 class TollwayApp:
@@ -260,6 +263,12 @@ class TollwayApp:
         await rt.key_changes.start()
         rt.revisions = await queries.read_revisions(engine)
         rt.tasks.append(asyncio.get_running_loop().create_task(self._watch_revisions(rt)))
+        from tollway.services.alert_monitor import start_monitor  # httpx: only once serving
+        from tollway.services.upstreams import upstream_status
+
+        rt.alerts, alert_task = start_monitor(engine, s, lambda: upstream_status(pool))
+        if alert_task is not None:
+            rt.tasks.append(alert_task)
         self.runtime = rt
         _tune_gc()
         log.info(
@@ -276,6 +285,8 @@ class TollwayApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if rt.alerts is not None:
+            await rt.alerts.close()
         if rt.upstreams is not None:
             await rt.upstreams.stop()
         await _requests_settled(rt.gateway)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from tollway import __version__
-from tollway.admin import keys, prices, sessions, upstreams, usage
+from tollway.admin import alerts, keys, prices, sessions, upstreams, usage
 from tollway.admin.deps import RuntimeGetter, reject_unknown_query, require_admin
 from tollway.admin.errors import ERROR_RESPONSES, install_error_handlers
 
@@ -37,6 +37,7 @@ def build_admin_api(get_runtime: RuntimeGetter) -> FastAPI:
         "dependencies": [Depends(require_admin), Depends(reject_unknown_query)],
         "responses": ERROR_RESPONSES,
     }
-    for router in (keys.router, prices.router, upstreams.router, usage.router, sessions.router):
+    routers = (keys.router, prices.router, upstreams.router, usage.router, sessions.router)
+    for router in (*routers, alerts.router):
         api.include_router(router, **guarded)  # type: ignore[arg-type]
     return api

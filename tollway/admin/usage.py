@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from tollway.admin.deps import Engine
@@ -28,6 +28,10 @@ BucketQ = Annotated[usage.Bucket, Query(description="hour or UTC day.")]
 StatusFilter = Annotated[
     str | None,
     Query(max_length=5, description="A code (429), a class (5xx), `ok` (<400) or `error`."),
+]
+RequestIdFilter = Annotated[
+    str | None,
+    Query(max_length=64, description="Only the request with this id (its `x-request-id`)."),
 ]
 
 
@@ -170,6 +174,7 @@ async def records(
     model: ModelFilter = None,
     upstream: UpstreamFilter = None,
     status: StatusFilter = None,
+    request_id: RequestIdFilter = None,
     cursor: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="`next_cursor` of the previous page.")
     ] = None,
@@ -184,9 +189,48 @@ async def records(
         model=model,
         upstream=upstream,
         status=status,
+        request_id=request_id,
         cursor=cursor,
         limit=limit,
     )
+
+
+@router.get(
+    "/records/totals", response_model=usage.UsageStats, summary="Totals of the filtered records"
+)
+async def record_totals(
+    engine: Engine,
+    start: Start = None,
+    end: End = None,
+    key_id: KeyFilter = None,
+    model: ModelFilter = None,
+    upstream: UpstreamFilter = None,
+    status: StatusFilter = None,
+    request_id: RequestIdFilter = None,
+) -> usage.UsageStats:
+    """Sums over exactly the records `/usage/records` lists for the same filters."""
+    return await usage.filtered_totals(
+        engine,
+        start=start,
+        end=end,
+        key_id=key_id,
+        model=model,
+        upstream=upstream,
+        status=status,
+        request_id=request_id,
+    )
+
+
+@router.get(
+    "/records/{request_id}", response_model=usage.RequestDetail, summary="One request in full"
+)
+async def record(
+    engine: Engine,
+    request_id: Annotated[str, Path(max_length=64, description="Its `x-request-id`.")],
+) -> usage.RequestDetail:
+    """Timing (limits admitted, upstream first byte, total), every failed attempt with its
+    upstream, the error message, tokens, cost and fallback."""
+    return await usage.get_record(engine, request_id)
 
 
 @router.get(
@@ -203,6 +247,7 @@ async def export(
     model: ModelFilter = None,
     upstream: UpstreamFilter = None,
     status: StatusFilter = None,
+    request_id: RequestIdFilter = None,
 ) -> StreamingResponse:
     """Streamed in the order written, one header line; filters as for /usage/records."""
     chunks = await usage.export_csv(
@@ -213,6 +258,7 @@ async def export(
         model=model,
         upstream=upstream,
         status=status,
+        request_id=request_id,
     )
     return StreamingResponse(
         chunks,

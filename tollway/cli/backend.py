@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.cli.output import fail
 from tollway.core.settings import Settings, get_settings
-from tollway.services import keys, price_table, prices, usage
+from tollway.services import alerts, keys, price_table, prices, usage
 from tollway.services import upstreams as ups
+from tollway.services.alert_delivery import TestResult, send_test
 from tollway.services.errors import ServiceError
 from tollway.store.db import create_engine, engine_options, is_sqlite
 
@@ -44,6 +45,13 @@ class Backend(Protocol):
     async def key_stats(self, key_id: int, **query: Any) -> usage.KeyStats: ...
     async def report(self, **query: Any) -> usage.UsageReport: ...
     async def export_csv(self, **query: Any) -> AsyncIterator[str]: ...
+    async def get_record(self, request_id: str) -> usage.RequestDetail: ...
+    async def list_webhooks(self) -> list[alerts.WebhookInfo]: ...
+    async def add_webhook(self, data: dict[str, Any]) -> alerts.CreatedWebhook: ...
+    async def update_webhook(self, webhook_id: int, data: dict[str, Any]) -> alerts.WebhookInfo: ...
+    async def remove_webhook(self, webhook_id: int) -> None: ...
+    async def test_webhook(self, webhook_id: int) -> TestResult: ...
+    async def recent_alerts(self, limit: int) -> list[alerts.AlertInfo]: ...
     async def list_upstreams(self) -> list[ups.UpstreamInfo]: ...
     async def add_upstream(self, data: dict[str, Any]) -> ups.UpstreamInfo: ...
     async def remove_upstream(self, upstream_id: int) -> None: ...
@@ -98,6 +106,28 @@ class Local:
 
     async def export_csv(self, **query: Any) -> AsyncIterator[str]:
         return await usage.export_csv(self.engine, **query)
+
+    async def get_record(self, request_id: str) -> usage.RequestDetail:
+        return await usage.get_record(self.engine, request_id)
+
+    async def list_webhooks(self) -> list[alerts.WebhookInfo]:
+        return await alerts.list_webhooks(self.engine)
+
+    async def add_webhook(self, data: dict[str, Any]) -> alerts.CreatedWebhook:
+        return await alerts.create_webhook(self.engine, data, self._box())
+
+    async def update_webhook(self, webhook_id: int, data: dict[str, Any]) -> alerts.WebhookInfo:
+        return await alerts.update_webhook(self.engine, webhook_id, data)
+
+    async def remove_webhook(self, webhook_id: int) -> None:
+        await alerts.delete_webhook(self.engine, webhook_id)
+
+    async def test_webhook(self, webhook_id: int) -> TestResult:
+        wait = self.settings.alert_timeout
+        return await send_test(self.engine, self._box(), webhook_id, wait)
+
+    async def recent_alerts(self, limit: int) -> list[alerts.AlertInfo]:
+        return await alerts.recent_alerts(self.engine, limit)
 
     def _box(self) -> Any:
         from tollway.upstreams.crypto import SecretKeyMissing, secret_box
@@ -235,6 +265,29 @@ class Remote:
                 await resp.aclose()
 
         return chunks()
+
+    async def get_record(self, request_id: str) -> usage.RequestDetail:
+        path = "/usage/records/" + quote(request_id.strip(), safe="")
+        return await self._get(usage.RequestDetail, "GET", path)
+
+    async def list_webhooks(self) -> list[alerts.WebhookInfo]:
+        return await self._list(alerts.WebhookInfo, "GET", "/alerts/webhooks")
+
+    async def add_webhook(self, data: dict[str, Any]) -> alerts.CreatedWebhook:
+        return await self._get(alerts.CreatedWebhook, "POST", "/alerts/webhooks", json=data)
+
+    async def update_webhook(self, webhook_id: int, data: dict[str, Any]) -> alerts.WebhookInfo:
+        path = f"/alerts/webhooks/{webhook_id}"
+        return await self._get(alerts.WebhookInfo, "PATCH", path, json=data)
+
+    async def remove_webhook(self, webhook_id: int) -> None:
+        await self._send("DELETE", f"/alerts/webhooks/{webhook_id}")
+
+    async def test_webhook(self, webhook_id: int) -> TestResult:
+        return await self._get(TestResult, "POST", f"/alerts/webhooks/{webhook_id}/test")
+
+    async def recent_alerts(self, limit: int) -> list[alerts.AlertInfo]:
+        return await self._list(alerts.AlertInfo, "GET", "/alerts", params={"limit": limit})
 
     async def list_upstreams(self) -> list[ups.UpstreamInfo]:
         return await self._list(ups.UpstreamInfo, "GET", "/upstreams")

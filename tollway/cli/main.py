@@ -13,7 +13,15 @@ import typer
 from sqlalchemy.engine import make_url
 
 from tollway import __version__
-from tollway.cli import keys_cmds, prices_cmds, secret_cmds, upstream_cmds, usage_cmds
+from tollway.cli import (
+    alert_cmds,
+    keys_cmds,
+    prices_cmds,
+    request_cmds,
+    secret_cmds,
+    upstream_cmds,
+    usage_cmds,
+)
 from tollway.cli.backend import Local, run_local, sqlite_file
 from tollway.cli.output import fail, out
 from tollway.core.settings import get_settings
@@ -143,8 +151,9 @@ app.command("disable-key")(keys_cmds.disable_key)
 app.command("rotate-key")(keys_cmds.rotate_key)
 app.command("delete-key")(keys_cmds.delete_key)
 app.command("key-stats")(usage_cmds.key_stats)
-app.command("usage")(usage_cmds.usage_report)
+app.add_typer(request_cmds.app)  # `usage` (the report) and `usage show <request-id>`
 app.add_typer(upstream_cmds.app)
 app.add_typer(prices_cmds.app)
+app.add_typer(alert_cmds.app)
 app.command("logout-everywhere")(secret_cmds.logout_everywhere)
 app.command("rotate-secret")(secret_cmds.rotate_secret)

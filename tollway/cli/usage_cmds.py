@@ -165,6 +165,7 @@ def key_stats(
 
 
 def usage_report(
+    ctx: typer.Context,
     start: Start = None,
     end: End = None,
     last: Last = None,
@@ -187,7 +188,10 @@ def usage_report(
     admin_secret: AdminSecret = None,
 ) -> None:
     """A usage report over a range: totals, a time series, top keys/models/upstreams/endpoints.
-    Default range: the last 30 days (or 24 hours with --bucket hour)."""
+    Default range: the last 30 days (or 24 hours with --bucket hour).
+    `tollway usage show <request-id>` shows one request in full."""
+    if ctx.invoked_subcommand is not None:
+        return
     if bucket not in usage.BUCKETS:
         raise typer.BadParameter("must be hour or day", param_hint="--bucket")
     span = _range(start, end, last)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -201,6 +201,31 @@ class Settings(BaseSettings):
         description="Seconds between checks for admin changes made by other instances.",
     )
 
+    # Alerts (README "Alerts").
+    alert_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds between each instance's alert checks (0: no background checks).",
+    )
+    alert_budget_thresholds: str = Field(
+        default="50,80,100",
+        description="Percentages of a key's budget that alert once per budget period.",
+    )
+    alert_expiry_days: float = Field(
+        default=7.0, ge=0, description="How many days before a key expires its alert is sent."
+    )
+    alert_tries: int = Field(
+        default=5, ge=1, le=20, description="Tries of one webhook delivery before giving up."
+    )
+    alert_retry_base: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds before a delivery's second try; doubled for each further try.",
+    )
+    alert_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a webhook has to answer one delivery."
+    )
+
     ui_session_ttl: float = Field(
         default=12 * 3600, gt=0, description="Seconds an admin stays logged in to the web UI."
     )
@@ -260,6 +285,21 @@ class Settings(BaseSettings):
                 return None
             return Path(path).parent / "tollway-spool"
         return Path("tollway-spool")
+
+    @field_validator("alert_budget_thresholds")
+    @classmethod
+    def _percentages(cls, v: str) -> str:
+        try:
+            values = [float(p) for p in v.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError("comma-separated percentages, e.g. 50,80,100") from None
+        if any(not 0 < p <= 1000 for p in values):
+            raise ValueError("percentages between 0 (exclusive) and 1000")
+        return v
+
+    def budget_thresholds(self) -> list[float]:
+        """TOLLWAY_ALERT_BUDGET_THRESHOLDS as sorted percentages ("50,80,100")."""
+        return sorted({float(p) for p in self.alert_budget_thresholds.split(",") if p.strip()})
 
     def config_path(self) -> Path | None:
         """TOLLWAY_CONFIG, or ./tollway.yaml when it exists: one file to edit, no flag needed."""

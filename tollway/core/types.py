@@ -72,3 +72,10 @@ class UsageEvent:
     attempts: int = 0
     error_type: str | None = None
     fallback_from: str | None = None
+    # Request detail. The two marks are set on the hot path as perf_counter readings and made
+    # relative (ms since the request began) when the event is emitted.
+    admitted_ms: float | None = None  # limits admitted the request
+    first_byte_ms: float | None = None  # the served upstream's response head arrived
+    error_message: str | None = None  # failed rows: what the client was told (bounded later)
+    # Failed attempts before the answer, [upstream, model, why]; None (no list) on success.
+    failures: list[list[str | None]] | None = None

@@ -20,6 +20,7 @@ from .auth import KeyCache
 from .body import RequestInfo, inspect
 from .body_budget import BodyBudget
 from .client_link import CANCEL_MESSAGE, GONE, TASK, uncancel
+from .error_text import error_message
 from .guard import shutting_down, unexpected
 from .limits import Admission, Limiter
 from .paths import has_dot_segment, invalid_path
@@ -109,6 +110,7 @@ class Gateway:
             if event is not None:
                 event.status = exc.status
                 event.error_type = exc.code or exc.type
+                event.error_message = exc.message
             else:
                 code = exc.code or exc.type
                 self.refused[code] = self.refused.get(code, 0) + 1
@@ -134,6 +136,10 @@ class Gateway:
             self.open -= 1
             if event is not None:
                 event.latency_ms = (time.perf_counter() - started) * 1000.0
+                if event.admitted_ms is not None:  # perf_counter marks → ms since the start
+                    event.admitted_ms = (event.admitted_ms - started) * 1000.0
+                    if event.first_byte_ms is not None:
+                        event.first_byte_ms = (event.first_byte_ms - started) * 1000.0
                 self.sink.emit(event)
 
     async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers) -> None:
@@ -196,6 +202,7 @@ class Gateway:
                 else "No upstream is available for this model."
             )
         admission = await self.limiter.admit(key, model)
+        event.admitted_ms = time.perf_counter()  # made relative in __call__
         try:
             # From here the protocol cancels this task when the client leaves (client_link).
             scope[TASK] = asyncio.current_task()
@@ -210,7 +217,9 @@ class Gateway:
                 candidates,
                 event.request_id,
                 key.models,
+                event,
             )
+            event.first_byte_ms = time.perf_counter()  # the response head is in
             event.attempts = attempt.attempts
             event.upstream = attempt.upstream.name
             if attempt.model != model:  # served by a fallback model
@@ -259,6 +268,7 @@ class Gateway:
                     event.error_type = "upstream_error"
                     if up.api_key and up.api_key.encode() in payload:
                         payload = payload.replace(up.api_key.encode(), b"***")
+                    event.error_message = error_message(payload)
                 await send_bytes(send, response.status, payload, out)
             else:
                 self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
@@ -317,18 +327,14 @@ class Gateway:
                 rest = tracker.tail()
             except TimeoutError:
                 event.error_type = "upstream_idle_timeout"
+                event.error_message = "The upstream stopped sending the stream."
                 self.pool.on_failure(attempt.upstream, reason="timeout")
-                rest = _error_event(
-                    "The upstream stopped sending the stream.", "timeout_error", event.error_type
-                )
+                rest = _error_event(event.error_message, "timeout_error", event.error_type)
             except UpstreamError:
                 event.error_type = "upstream_stream_error"
+                event.error_message = "The upstream stream failed before it was complete."
                 self.pool.on_failure(attempt.upstream)
-                rest = _error_event(
-                    "The upstream stream failed before it was complete.",
-                    "upstream_error",
-                    event.error_type,
-                )
+                rest = _error_event(event.error_message, "upstream_error", event.error_type)
             except asyncio.CancelledError:
                 if GONE in scope:
                     raise  # the client left: nobody to tell; the caller records it

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
+from tollway.core.types import UsageEvent
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
 from tollway.upstreams.verdict import JUDGED_STATUSES, key_rejected, out_of_credit
@@ -39,6 +40,19 @@ DROP_RESPONSE = frozenset(
 )
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_FAILURES = 10  # failed attempts kept for the request detail (max_attempts x fallbacks)
+_WHY = {"ok": "", "credit": " out of credit", "key": " key rejected"}
+
+
+def _failed(event: UsageEvent | None, up: Upstream, model: str | None, why: str) -> None:
+    """Note one failed attempt on the event. Only failures pay: no list on success."""
+    if event is None:
+        return
+    failures = event.failures
+    if failures is None:
+        failures = event.failures = []
+    if len(failures) < MAX_FAILURES:
+        failures.append([up.name, model, why])
 
 
 @dataclass(slots=True)
@@ -104,12 +118,14 @@ class Relay:
         candidates: list[Upstream],
         request_id: str,
         allowed: frozenset[str] | None = None,
+        event: UsageEvent | None = None,
     ) -> Attempt:
         """The first upstream answer worth giving the client. Connection errors, timeouts,
         5xx, 429 and rejected keys move on: up to max_attempts upstreams of the model, then
         the same for each configured fallback model the client key may use. The last failed
         answer passes through when nothing better came. `path` follows the base URL's own
-        path (e.g. b"/chat/completions?x=1" after b"/v1")."""
+        path (e.g. b"/chat/completions?x=1" after b"/v1"). Failed attempts are noted on
+        `event.failures` (upstream, model, why)."""
         pool = self.pool
         last_error: GatewayError | None = None
         held: Attempt | None = None  # the latest failed answer, kept to pass through
@@ -129,10 +145,12 @@ class Relay:
                 except TimeoutError:
                     pool.on_failure(up, reason="timeout")
                     last_error = upstream_timeout()
+                    _failed(event, up, model, "timeout")
                     continue
                 except UpstreamError:
                     pool.on_failure(up, reason="connection failed")
                     last_error = upstream_unreachable()
+                    _failed(event, up, model, "connection failed")
                     continue
                 except asyncio.CancelledError:  # the client left, or shutdown: keep nothing
                     if held is not None:
@@ -152,6 +170,7 @@ class Relay:
                     held = None
                 if not verdict:
                     return attempt
+                _failed(event, up, model, f"HTTP {response.status}{_WHY[verdict]}")
                 held, held_verdict = attempt, verdict
             # This model is spent; on to the next fallback that has upstreams.
             tries = []
@@ -164,6 +183,8 @@ class Relay:
                 break
         if held is not None:
             if held_verdict == "ok":
+                if event is not None and event.failures:
+                    event.failures.pop()  # it is the answer, not a failed attempt
                 return held
             status = held.response.status
             await self.release(held.upstream, held.response)

@@ -15,6 +15,7 @@ from sqlalchemy import Select, Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.services.errors import NotFound
+from tollway.services.usage_detail import FailedAttempt, RequestDetail, filtered_totals, get_record
 from tollway.services.usage_models import (
     BUCKETS,
     ORDERS,
@@ -32,15 +33,16 @@ from tollway.services.usage_models import (
     totals_of,
 )
 from tollway.services.usage_records import (
-    FIELDS as RECORD_FIELDS,
-)
-from tollway.services.usage_records import (
+    CSV_FIELDS,
     MAX_RECORDS_PAGE,
     RecordPage,
     UsageRecord,
     export_csv,
     list_records,
     record_filters,
+)
+from tollway.services.usage_records import (
+    FIELDS as RECORD_FIELDS,
 )
 from tollway.services.usage_reports import (
     by_endpoint,
@@ -58,15 +60,18 @@ from tollway.store.tables import api_keys, usage_records, usage_rollups
 
 __all__ = [
     "BUCKETS",
+    "CSV_FIELDS",
     "MAX_RECORDS_PAGE",
     "ORDERS",
     "RECORD_FIELDS",
     "Bucket",
+    "FailedAttempt",
     "KeyStats",
     "KeyUsage",
     "Order",
     "RecentRequest",
     "RecordPage",
+    "RequestDetail",
     "UsageGroup",
     "UsagePoint",
     "UsageRecord",
@@ -78,6 +83,8 @@ __all__ = [
     "by_model",
     "by_upstream",
     "export_csv",
+    "filtered_totals",
+    "get_record",
     "key_stats",
     "list_records",
     "report",

@@ -21,6 +21,7 @@ class UsageFilters(TypedDict, total=False):
 
 class RecordFilters(UsageFilters, total=False):
     status: str | None  # raw records only: see usage_records.status_filter
+    request_id: str | None  # raw records only: the x-request-id a client reports
 
 
 def where_terms(

@@ -21,7 +21,7 @@ from tollway.services.errors import Invalid
 from tollway.services.usage_filters import RecordFilters, where_terms
 from tollway.services.usage_models import check_limit, check_range
 from tollway.store.queries import as_utc
-from tollway.store.tables import usage_records
+from tollway.store.tables import api_keys, usage_records
 
 u = usage_records.c
 MAX_RECORDS_PAGE = 1000
@@ -51,10 +51,13 @@ class UsageRecord(BaseModel):
     attempts: int
     error_type: str | None
     fallback_from: str | None
+    error_message: str | None = None  # failed rows: what the client was told (500 chars)
 
 
 FIELDS = tuple(UsageRecord.model_fields)
 _COLUMNS = [u[name] for name in FIELDS]
+# The CSV also names each row's key (empty when none, or deleted), next to its id.
+CSV_FIELDS = (*FIELDS[:4], "key_name", *FIELDS[4:])
 
 
 class RecordPage(BaseModel):
@@ -81,7 +84,11 @@ def status_filter(status: str) -> ColumnElement[bool]:
 def record_filters(**filters: Unpack[RecordFilters]) -> list[ColumnElement[bool]]:
     """WHERE terms over raw rows: exact [start, end) times, not whole hours."""
     start, end = check_range(filters.get("start"), filters.get("end"))
-    equal = [(u[name], filters.get(name)) for name in ("key_id", "model", "upstream")]
+    request_id = (filters.get("request_id") or "").strip() or None
+    if request_id is not None and len(request_id) > 64:
+        raise Invalid("request id: at most 64 characters")
+    names = ("key_id", "model", "upstream")
+    equal = [(u[name], filters.get(name)) for name in names] + [(u.request_id, request_id)]
     conds = where_terms(u.ts, start, end, equal)
     status = filters.get("status")
     if status:
@@ -138,12 +145,18 @@ async def _export(
 ) -> AsyncIterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(FIELDS)
+    writer.writerow(CSV_FIELDS)
     yield _flush(buf)
     last = 0
+    columns = [*_COLUMNS, api_keys.c.name.label("key_name")]
+    source = usage_records.outerjoin(api_keys, api_keys.c.id == u.key_id)
     while True:
         stmt = (
-            select(*_COLUMNS).where(and_(true(), u.id > last, *conds)).order_by(u.id).limit(batch)
+            select(*columns)
+            .select_from(source)
+            .where(and_(true(), u.id > last, *conds))
+            .order_by(u.id)
+            .limit(batch)
         )
         async with engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
@@ -154,7 +167,7 @@ async def _export(
             rec["ts"] = as_utc(row.ts).isoformat()
             rec["stream"] = bool(row.stream)
             writer.writerow(
-                [cell(rec[f]) for f in FIELDS]
+                [cell(rec[f]) for f in CSV_FIELDS]
             )  # text that could be a formula is escaped
         yield _flush(buf)
         last = int(rows[-1].id)

@@ -116,6 +116,13 @@ usage_records = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("error_type", String(100)),
     Column("fallback_from", String(300)),
+    # Request detail (migration 0005): ms from the request's start to the limits' admission
+    # and to the served upstream's response head; what a failed request was told; its failed
+    # attempts as JSON text ([[upstream, model, why], ...], bounded).
+    Column("admitted_ms", Float),
+    Column("first_byte_ms", Float),
+    Column("error_message", String(500)),
+    Column("failures", Text),
     Index("ix_usage_records_ts", "ts"),
     Index("ix_usage_records_key_ts", "key_id", "ts"),
     # One row per request: replays and retries insert with ON CONFLICT DO NOTHING.
@@ -181,6 +188,40 @@ key_changes = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("key_hash", String(64), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# Alerts (migration 0006): where they go, and one row per alert ever raised. The unique
+# (kind, subject, period) decides, across instances, who sends it: the one whose insert won.
+alert_webhooks = Table(
+    "alert_webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("url_enc", Text, nullable=False),  # Fernet token: a Slack URL is itself a secret
+    Column("url_hint", String(300), nullable=False),  # scheme://host/… for lists
+    Column("secret_enc", Text, nullable=False),  # Fernet token of the HMAC signing secret
+    Column("kinds", JSON),  # the alert kinds it receives; NULL = all
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # budget | key_expiry | upstream_down | ...
+    Column("subject", String(300), nullable=False),  # key:<id> or upstream:<name>
+    Column("period", String(100), nullable=False),  # the crossing: period+threshold, episode
+    Column("text", String(1000), nullable=False),
+    Column("fields", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),  # an upstream episode that ended
+    Column("delivered", Integer, nullable=False, default=0),  # webhooks that took it
+    Column("failed", Integer, nullable=False, default=0),  # webhooks that never did
+    Column("last_error", String(300)),
+    UniqueConstraint("kind", "subject", "period", name="uq_alert_events_crossing"),
+    Index("ix_alert_events_subject", "kind", "subject", "id"),
     sqlite_autoincrement=True,
 )
 

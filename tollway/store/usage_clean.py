@@ -30,8 +30,11 @@ TEXT_FIELDS: tuple[tuple[str, int], ...] = tuple(
         "upstream_model",
         "error_type",
         "fallback_from",
+        "error_message",
     )
 )
+MAX_FAILURES = 10  # failed attempts kept per row
+FAILURE_TEXT = 300  # each of upstream, model, why
 INT_FIELDS = (
     "status",
     "prompt_tokens",
@@ -57,8 +60,26 @@ def clean(ev: UsageEvent) -> UsageEvent:
         value = getattr(ev, name)
         if value is not None and (len(value) > size or not value.isprintable()):
             changes[name] = clean_text(value, size)
+    if ev.failures is not None:
+        failures = _clean_failures(ev.failures)
+        if failures != ev.failures:
+            changes["failures"] = failures
     for name in INT_FIELDS:
         value = getattr(ev, name)
         if value is not None and not -_INT_MAX <= value <= _INT_MAX:
             changes[name] = max(-_INT_MAX, min(_INT_MAX, value))
     return replace(ev, **changes) if changes else ev  # type: ignore[arg-type]
+
+
+def _clean_failures(failures: object) -> list[list[str | None]] | None:
+    """At most MAX_FAILURES [upstream, model, why] triples of bounded, printable text (the
+    events come from our own relay, but a spooled file may have been edited)."""
+    if not isinstance(failures, list):
+        return None
+    out: list[list[str | None]] = []
+    for item in failures[:MAX_FAILURES]:
+        if isinstance(item, list):
+            out.append(
+                [clean_text(v, FAILURE_TEXT) if isinstance(v, str) else None for v in item[:3]]
+            )
+    return out or None

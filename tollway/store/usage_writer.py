@@ -168,6 +168,10 @@ RECORD_COLUMNS = (
     "attempts",
     "error_type",
     "fallback_from",
+    "admitted_ms",
+    "first_byte_ms",
+    "error_message",
+    "failures",
 )
 
 
@@ -194,6 +198,10 @@ def _record(ev: UsageEvent, ts: datetime, key_id: int | None) -> tuple[Any, ...]
         ev.attempts,
         ev.error_type,
         ev.fallback_from,
+        ev.admitted_ms,
+        ev.first_byte_ms,
+        ev.error_message,
+        orjson.dumps(ev.failures).decode() if ev.failures else None,
     )
 
 
@@ -228,7 +236,7 @@ def _renumber(group: str, offset: int) -> str:
 
 _INSERTS: dict[str, _Insert] = {}
 _SQL: dict[tuple[str, int], str] = {}
-ROWS_PER_STATEMENT = 200  # 4,200 parameters: well inside SQLite's and PostgreSQL's limits
+ROWS_PER_STATEMENT = 200  # 5,000 parameters: well inside SQLite's and PostgreSQL's limits
 
 
 def _compiled_insert(dialect: Dialect) -> _Insert:

@@ -17,7 +17,16 @@ from tollway.core.errors import error_body
 from tollway.core.settings import Settings
 from tollway.services.errors import Invalid
 from tollway.ui import auth
-from tollway.ui.pages import dashboard, keys, overview, playground, prices, upstreams, usage
+from tollway.ui.pages import (
+    alerts,
+    dashboard,
+    keys,
+    overview,
+    playground,
+    prices,
+    upstreams,
+    usage,
+)
 from tollway.ui.web import HERE, SECURITY_HEADERS, UI, NotReady, ui_of
 
 if TYPE_CHECKING:
@@ -36,6 +45,7 @@ def create_ui(settings: Settings, get_runtime: Callable[[], Runtime | None]) -> 
         *prices.routes,
         *upstreams.routes,
         *usage.routes,
+        *alerts.routes,
         *playground.routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

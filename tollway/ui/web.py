@@ -60,7 +60,13 @@ class UI:
             undefined=jinja2.StrictUndefined,
         )
         self.env.filters.update(
-            num=fmt_num, usd=fmt_usd, usd_total=fmt.usd_total, dt=fmt_dt, ms=fmt_ms, pct=fmt_pct
+            num=fmt_num,
+            usd=fmt_usd,
+            usd_total=fmt.usd_total,
+            dt=fmt_dt,
+            ms=fmt_ms,
+            pct=fmt_pct,
+            ms_precise=fmt_ms_precise,
         )
 
     @property
@@ -204,6 +210,13 @@ def fmt_ms(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
+
+
+def fmt_ms_precise(value: float | None) -> str:
+    """Request timings, where a limit check takes a fraction of a millisecond."""
+    if value is None:
+        return "—"
+    return f"{value:,.2f} ms" if value < 10 else fmt_ms(value)
 
 
 def fmt_pct(value: float | None) -> str:
