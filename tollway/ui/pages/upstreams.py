@@ -67,20 +67,32 @@ async def status_fragment(request: Request) -> Response:
 
 @admin
 async def test(request: Request) -> Response:
-    """One real call to the upstream with its own key (GET /models, or a 1-token chat)."""
+    """One real call to the upstream with its own key (GET /models, or a 1-token chat). The
+    pool's health takes the result; the table comes back with it in the tested row."""
     ui = ui_of(request)
     form = await request.form()
     name = forms.text(form, "name")
     up = ui.runtime.pool.by_name.get(name)
+    result: Any = None
+    message = ""
     if up is None:
-        result: Any = None
         message = f"No upstream named {name} in the pool."
     else:
-        result = await upstream_tests.test_in_pool(
-            ui.runtime.pool, up, forms.optional_text(form, "model")
-        )
-        message = ""
-    return ui.render(request, "upstreams/_test.html", name=name, result=result, message=message)
+        model = forms.optional_text(form, "model")
+        result = await upstream_tests.test_in_pool(ui.runtime.pool, up, model)
+    tested = {"name": name, "result": result, "message": message}
+    if request.headers.get("hx-request") == "true":
+        return ui.render(request, "upstreams/_status.html", tested=tested, **await _status_ctx(ui))
+    stored = await upstream_service.list_upstreams(ui.runtime.engine)
+    return ui.render(
+        request,
+        "upstreams/list.html",
+        title="Upstreams",
+        stored=stored,
+        done="",
+        tested=tested,
+        **await _status_ctx(ui),
+    )
 
 
 async def _changed(ui: UI) -> None:
