@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 from playwright.sync_api import expect
 
@@ -287,3 +288,111 @@ def test_playground_lists_discovered_models_compares_two_and_alerts_on_a_bad_key
         shoot(page, "playground-bad-key")
     finally:
         drop_database_upstreams(ui_stack)
+
+
+# --- dashboard ---------------------------------------------------------------------------------
+
+
+def _seed_usage(stack: Stack) -> None:
+    """A big-token hour two hours ago (the axis must show 600k+ whole), one the period before,
+    and gaps in between."""
+    from tollway.core.types import UsageEvent
+    from tollway.store.db import create_engine
+    from tollway.store.usage_writer import write_usage
+
+    now = time.time()
+
+    def event(ago_h: float, n: int, **kw: Any) -> UsageEvent:
+        return UsageEvent(
+            ts=now - ago_h * 3600,
+            request_id=f"seed-{ago_h}-{n}-{time.monotonic_ns()}",
+            key_id=None,
+            method="POST",
+            endpoint="/v1/chat/completions",
+            model="gpt-test",
+            upstream="a",
+            status=200,
+            latency_ms=120.0,
+            **kw,
+        )
+
+    events = [event(2, 0, prompt_tokens=500_000, completion_tokens=150_000, total_tokens=650_000)]
+    events += [event(3, 1), event(4, 2)]  # consecutive hours: a line, no lone points
+    events += [event(30, i) for i in range(3)]  # the previous 24 hours
+
+    async def write() -> None:
+        engine = create_engine(stack.db_url)
+        try:
+            await write_usage(engine, events)
+        finally:
+            await engine.dispose()
+
+    stack.gateway.call(write())
+
+
+def chat(client: Any, model: str) -> Any:
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+
+
+def test_dashboard_splits_errors_compares_filters_and_draws_readable_charts(
+    page: Any, ui_stack: Stack
+) -> None:
+    ui_stack.reset()
+    _seed_usage(ui_stack)
+    client = ui_stack.client()
+    chat(client, "other-model")
+    with pytest.raises(openai.NotFoundError):  # Tollway's own 404: client-side
+        chat(client, "no-such-model")
+    ui_stack.a.behaviour.mode = "error"  # gpt-test is only on a: its 500 reaches the client
+    with pytest.raises(openai.InternalServerError):  # upstream-side
+        chat(client, "gpt-test")
+    ui_stack.a.behaviour.mode = "ok"
+    ui_stack.last_row(ui_stack.a)
+    login(page)
+    page.goto("/dashboard")
+    expect(page.locator('[data-stat="client-errors"]')).not_to_have_text("0")
+    client_errors = int(page.locator('[data-stat="client-errors"]').inner_text())
+    upstream_errors = int(page.locator('[data-stat="upstream-errors"]').inner_text())
+    assert client_errors >= 1 and upstream_errors >= 1
+    # Compared with the period before (3 seeded requests there).
+    expect(page.locator('[data-change="requests"]')).to_contain_text("%")
+
+    charts = page.evaluate(
+        """() => [...document.querySelectorAll('[data-chart]')].map(el => {
+            const u = el.uplot, ax = u.axes[1];
+            u.ctx.font = ax.font[0];
+            const widest = Math.max(...ax._values.map(v => u.ctx.measureText(v).width));
+            const ys = u.series.slice(1).map((s, i) => i + 1);
+            return {name: el.dataset.chart, min: u.scales.x.min, max: u.scales.x.max,
+                    labels: ax._values, widest: widest / devicePixelRatio, size: ax._size,
+                    lone: ys.map(i => u.series[i].points.filter(u, i).length),
+                    values: ys.map(i => u.data[i].filter(v => v != null).length)};
+        })"""
+    )
+    assert len(charts) == 5
+    # One x range for every chart, latency included.
+    assert len({(c["min"], c["max"]) for c in charts}) == 1, charts
+    tokens = next(c for c in charts if c["name"] == "tokens")
+    assert any(label.endswith("k") for label in tokens["labels"]), tokens["labels"]
+    assert all(c["widest"] + 10 <= c["size"] for c in charts), charts  # no clipped labels
+    # Latency and error rates have gaps (hours without requests): the seeded consecutive hours
+    # are joined by a line, so fewer points are drawn alone than there are values.
+    for name in ("latency", "error_rate"):
+        chart = next(c for c in charts if c["name"] == name)
+        assert chart["values"][0] >= 3 and chart["lone"][0] < chart["values"][0], chart
+    shoot(page, "dashboard-split")
+
+    # Filters: by model (the select applies at once), then by upstream.
+    page.get_by_label("Model", exact=True).select_option("other-model")
+    page.wait_for_url("**model=other-model**")
+    assert int(page.locator('[data-stat="requests"]').inner_text()) == 1
+    page.get_by_label("Upstream", exact=True).select_option("a")
+    page.wait_for_url("**upstream=a**")
+    assert page.locator('[data-stat="requests"]').inner_text() == "0"
+
+    # Dark mode follows the system setting.
+    page.emulate_media(color_scheme="dark")
+    page.goto("/dashboard")
+    background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert background == "rgb(17, 20, 24)", background
+    shoot(page, "dashboard-dark")
