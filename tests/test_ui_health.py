@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openai
@@ -168,6 +169,11 @@ def test_expiry_mid_edit_says_why_and_keeps_the_values(
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(lambda url: "/login?next=" in url and url.endswith("&expired=1"))
     expect(page.locator("#session-expired")).to_contain_text("filled back in")
+    draft = page.evaluate("JSON.parse(sessionStorage.getItem('tollway-draft'))")
+    names = [name for name, _ in draft["values"]]
+    assert "rpm" in names and "csrf" not in names  # the form's values, never its token
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "tollway_session"]
+    assert cookie["expires"] > time.time() + 6 * 86400  # kept past expiry: "expired" is told
     page.get_by_label("Admin secret").fill(ADMIN_SECRET)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(edit_url)  # back on the edit page (?resumed=1 removed)
@@ -211,6 +217,15 @@ def test_field_errors_in_plain_words_and_unknown_models_warned(page: Any, ui_sta
     page.get_by_role("button", name="Save").click()  # its stored values pass as they are
     page.get_by_text("Key saved.").wait_for()
     expect(page.locator("#unknown-models")).to_contain_text("gpt-tset")
+
+    # A key whose stored expiry has passed can still be edited and saved as it is.
+    past = datetime.now(UTC) - timedelta(days=2)
+    make_key(ui_stack.db_url, name="Lapsed", expires_at=past)
+    page.goto("/keys?q=Lapsed")
+    page.get_by_role("link", name="Edit Lapsed").click()
+    page.get_by_label("Requests per minute").fill("5")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Key saved.").wait_for()
 
 
 # --- playground --------------------------------------------------------------------------------
@@ -382,10 +397,24 @@ def test_dashboard_splits_errors_compares_filters_and_draws_readable_charts(
         assert chart["values"][0] >= 3 and chart["lone"][0] < chart["values"][0], chart
     shoot(page, "dashboard-split")
 
-    # Filters: by model (the select applies at once), then by upstream.
+    previous = next(c for c in charts if c["name"] == "requests")["values"][1]
+    assert previous >= 1  # the dashed "Previous period" series has the seeded hours
+
+    # Filters: by key, by model (each select applies at once), then by upstream.
+    def top(table: str, name: str) -> str:
+        row = page.locator(f"#{table} tr").filter(has=page.get_by_text(name, exact=True))
+        return str(row.locator('[data-label="Requests"]').inner_text())
+
+    test_key_requests = top("top-keys", "test")
+    other_requests = top("top-models", "other-model")
+    page.get_by_label("Key", exact=True).select_option(label="test")
+    page.wait_for_url("**key_id=**")
+    assert page.locator('[data-stat="requests"]').inner_text() == test_key_requests
+    page.get_by_label("Key", exact=True).select_option("")
+    page.wait_for_url(lambda url: "key_id=&" in url or url.endswith("key_id="))
     page.get_by_label("Model", exact=True).select_option("other-model")
     page.wait_for_url("**model=other-model**")
-    assert int(page.locator('[data-stat="requests"]').inner_text()) == 1
+    assert page.locator('[data-stat="requests"]').inner_text() == other_requests
     page.get_by_label("Upstream", exact=True).select_option("a")
     page.wait_for_url("**upstream=a**")
     assert page.locator('[data-stat="requests"]').inner_text() == "0"

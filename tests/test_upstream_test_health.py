@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 
 from tollway.services.upstream_tests import test_in_pool
@@ -71,3 +73,26 @@ async def test_a_5xx_test_of_a_model_rests_that_model_and_a_400_changes_nothing(
     fake.api_key = "sk-rotated-elsewhere"  # our key no longer works there
     result = await test_in_pool(pool, up)
     assert result.status == 401 and pool.health(up) == "key_rejected"
+
+
+def test_the_admin_api_test_and_the_status_agree(tmp_path: Any) -> None:
+    from .fixtures_gateway import Stack
+
+    secret = "health-admin-secret-0123456789"
+    stack = Stack(tmp_path, admin_secret=secret, secret_key="health-server-secret-0123456789")
+    try:
+        with httpx.Client(
+            base_url=stack.url + "/admin/api", headers={"Authorization": f"Bearer {secret}"}
+        ) as api:
+            spec = {"name": "gone", "base_url": f"http://127.0.0.1:{closed_port()}/v1"}
+            made = api.post("/upstreams", json=spec)
+            assert made.status_code == 201
+            status = {s["name"]: s for s in api.get("/upstreams/status").json()}
+            assert status["gone"]["health"] == "healthy"  # in the pool at once, nothing known
+            result = api.post(f"/upstreams/{made.json()['id']}/test").json()
+            assert result["ok"] is False and result["status"] is None
+            status = {s["name"]: s for s in api.get("/upstreams/status").json()}
+            assert status["gone"]["health"] == "cooldown"
+            assert status["gone"]["source"] == "database" and status["a"]["source"] == "config"
+    finally:
+        stack.stop()

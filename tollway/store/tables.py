@@ -135,7 +135,7 @@ usage_rollups = Table(
     Column("errors", BigInteger, nullable=False, default=0),
     # Of those, refused by Tollway itself (auth, limits, bad requests): status 4xx, no upstream
     # answer. The rest are upstream-side (5xx, upstream errors).
-    Column("client_errors", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("client_errors", BigInteger, nullable=False, server_default="0"),
     Column("prompt_tokens", BigInteger, nullable=False, default=0),
     Column("completion_tokens", BigInteger, nullable=False, default=0),
     Column("total_tokens", BigInteger, nullable=False, default=0),
@@ -159,7 +159,7 @@ usage_rollups_daily = Table(
     Column("errors", BigInteger, nullable=False, default=0),
     # Of those, refused by Tollway itself (auth, limits, bad requests): status 4xx, no upstream
     # answer. The rest are upstream-side (5xx, upstream errors).
-    Column("client_errors", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("client_errors", BigInteger, nullable=False, server_default="0"),
     Column("prompt_tokens", BigInteger, nullable=False, default=0),
     Column("completion_tokens", BigInteger, nullable=False, default=0),
     Column("total_tokens", BigInteger, nullable=False, default=0),

@@ -17,7 +17,7 @@
     { select: $("#pg-model-b"), custom: $("#pg-model-b-custom") },
   ];
   let playgroundKey = null, controllers = [], catalog = { models: [], any_model_upstreams: [] };
-  let histories = [[], []];
+  let histories = [[], []], loadedOnce = false;
 
   temp.addEventListener("input", () => { tempOut.textContent = temp.value; });
 
@@ -64,7 +64,9 @@
       }
     }
     for (const p of pickers) { fill(p.select); syncCustom(p); }
-    if (pickers[1].select.options.length > 2) pickers[1].select.selectedIndex = 1;
+    // First load: a second model different from the first, ready for a comparison.
+    if (!loadedOnce && pickers[1].select.options.length > 2) pickers[1].select.selectedIndex = 1;
+    loadedOnce = true;
     const n = catalog.models.length;
     status.textContent = (clientKey.value.trim() ? "Using the pasted client key" :
       "Using your playground key (“Admin playground”)") + " · " + n + " model(s)" +
