@@ -314,6 +314,8 @@ def test_upstreams_remote_and_local(live: Stack, remote: list[str], monkeypatch:
     assert live.b.api_key not in json.dumps(added) and added["key_hint"]
     listed, _ = run("upstreams", "list", *remote)
     assert "cli-up" in listed and live.b.api_key not in listed
+    # The config file's upstreams serve traffic too: listed, marked read-only.
+    assert "3 upstream(s): 1 in the database, 2 read-only from the config file" in listed
     assert [u["name"] for u in json.loads(run("upstreams", "list", "--json", *remote)[0])] == [
         "cli-up"
     ]
@@ -332,7 +334,8 @@ def test_upstreams_remote_and_local(live: Stack, remote: list[str], monkeypatch:
     monkeypatch.setenv("TOLLWAY_SECRET_KEY", "cli-test-secret-key")
     get_settings.cache_clear()
     try:
-        assert "cli-up" in run("upstreams", "list")[0]
+        listed = run("upstreams", "list")[0]
+        assert "cli-up" in listed and "1 in the database, 2 read-only" in listed
         local_status = json.loads(run("upstreams", "status", "--json")[0])
         assert {"a", "b", "cli-up"} <= {s["name"] for s in local_status}
         assert "configured pool" in run("upstreams", "status")[0]

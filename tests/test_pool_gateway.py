@@ -159,7 +159,11 @@ def test_failover_keeps_errors_from_the_client(
     assert chats(a) == 1 and chats(b) == 1  # each failed once, then rested
     assert pool.health(pool.by_name["b"]) == "cooldown"
     assert pool.by_name["b"].cooldown_until - rig.clock.now == pytest.approx(30.0)
-    assert pool.by_name["a"].cooldown_until - rig.clock.now == pytest.approx(1.0)
+    # a answered 500 for "m": "m" rests on a, a itself does not (its other models go on).
+    assert pool.health(pool.by_name["a"]) == "healthy"
+    assert pool.model_states(pool.by_name["a"]) == {"m": "cooldown"}
+    rest = pool.by_name["a"].model_health["m"].cooldown_until - rig.clock.now
+    assert rest == pytest.approx(1.0)
 
     # Connection refused: c goes down too; a and b still rest, so they are the last resort.
     c.stop()
@@ -174,10 +178,37 @@ def test_failover_keeps_errors_from_the_client(
     ask(6)
     assert chats(a) >= 2 and chats(b) >= 2
     assert pool.health(pool.by_name["a"]) == "healthy"
+    assert pool.model_states(pool.by_name["a"]) == {}
     assert pool.health(pool.by_name["b"]) == "healthy"
     rows = rig.usage_rows(21)
     assert all(r["status"] == 200 for r in rows)
     assert max(r["attempts"] for r in rows) >= 2
+
+
+def test_one_failing_model_does_not_rest_the_upstreams_other_models(
+    fakes: dict[str, FakeUpstream], rigs: list[Rig], tmp_path: Path
+) -> None:
+    a, b = fakes["a"], fakes["b"]
+    config = {
+        "upstreams": [entry(a, ["good", "broken"]), entry(b, ["good", "broken"])],
+        "routing": {"strategy": "round_robin"},
+    }
+    rig = start(rigs, tmp_path, config)
+    a.scripted[b"broken"] = (500, {"error": {"message": "model down", "type": "server_error"}})
+    for _ in range(6):
+        assert rig.chat("broken").status_code == 200  # failed over to b, then b only
+    broken_on_a = sum(1 for s in a.seen if b"broken" in s.body)
+    assert broken_on_a == 1
+    a.seen.clear()
+    b.seen.clear()
+    for _ in range(8):
+        assert rig.chat("good").status_code == 200
+    assert chats(a) == 4 and chats(b) == 4  # "good" still takes turns on a
+    status = {s.name: s for s in rig.call(upstream_status(rig.rt.pool))}
+    assert status["a"].health == "healthy"
+    assert [(t.model, t.health, t.last_error) for t in status["a"].model_health] == [
+        ("broken", "cooldown", "HTTP 500")
+    ]
 
 
 def test_out_of_credit_and_rejected_keys_leave_rotation(

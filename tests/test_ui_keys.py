@@ -175,7 +175,7 @@ def test_rotate_and_delete(page: Any, ui_stack: Stack) -> None:
     assert refused(ui_stack, new)
 
 
-def test_edit_rejects_bad_input_with_the_services_message(page: Any, ui_stack: Stack) -> None:
+def test_edit_rejects_bad_input_next_to_the_field(page: Any, ui_stack: Stack) -> None:
     make_key(ui_stack.db_url, name="Editable")
     login(page)
     page.goto("/keys?q=Editable")
@@ -185,7 +185,10 @@ def test_edit_rejects_bad_input_with_the_services_message(page: Any, ui_stack: S
     with page.expect_response(lambda r: r.request.method == "POST") as resp:
         page.get_by_role("button", name="Save").click()
     assert resp.value.status == 400
-    assert "not an email address" in page.get_by_role("alert").inner_text()
+    assert "Please fix the 1 field marked below" in page.get_by_role("alert").inner_text()
+    # The message sits next to the field, in plain words, and the field says it is invalid.
+    assert "does not look like an email address" in page.locator("#email-error").inner_text()
+    assert page.get_by_label("Email").get_attribute("aria-invalid") == "true"
     page.get_by_label("Email").fill("ok@example.com")
     page.get_by_label("Tokens per day").fill("1,000")
     page.get_by_role("button", name="Save").click()

@@ -12,6 +12,7 @@ from .fixtures_gateway import Stack, make_key
 from .ui_fixtures import login, shoot
 
 pytestmark = pytest.mark.browser
+TYPED = "[value='__custom__']"  # the "Type a model name…" choice
 
 # Records the reply bubble's text at every DOM change, so the test sees each step of the stream.
 WATCH = """() => {
@@ -31,7 +32,7 @@ def test_playground_streams_tokens_incrementally(page: Any, ui_stack: Stack) -> 
     ui_stack.a.behaviour.reply = "one two three four five six"
     login(page)
     page.get_by_role("link", name="Playground").click()
-    model = page.get_by_label("Model")
+    model = page.get_by_label("Model", exact=True)
     expect(model.locator("option", has_text="gpt-test")).to_have_count(1)
     expect(page.locator("#key-status")).to_contain_text("playground key")
     model.select_option("gpt-test")
@@ -78,7 +79,9 @@ def test_playground_streams_tokens_incrementally(page: Any, ui_stack: Stack) -> 
 
     # A follow-up keeps the conversation.
     page.goto("/playground")
-    expect(page.get_by_label("Model").locator("option", has_text="gpt-test")).to_have_count(1)
+    expect(
+        page.get_by_label("Model", exact=True).locator("option", has_text="gpt-test")
+    ).to_have_count(1)
 
 
 def test_playground_key_rotates_per_visit_and_a_pasted_key_is_used(
@@ -104,8 +107,8 @@ def test_playground_key_rotates_per_visit_and_a_pasted_key_is_used(
     page.get_by_label("Client key").fill(client)
     page.get_by_label("Client key").press("Tab")  # change event reloads the models
     expect(page.locator("#key-status")).to_contain_text("pasted client key")
-    expect(page.get_by_label("Model").locator("option")).to_have_count(1)
-    assert page.get_by_label("Model").input_value() == "other-model"
+    expect(page.get_by_label("Model", exact=True).locator(f"option:not({TYPED})")).to_have_count(1)
+    assert page.get_by_label("Model", exact=True).input_value() == "other-model"
     page.get_by_label("Message").fill("as a client")
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".msg.assistant").last).to_have_attribute("data-state", "done")
@@ -123,8 +126,10 @@ def test_playground_shows_gateway_errors(page: Any, ui_stack: Stack) -> None:
     ui_stack.b.behaviour.mode = "error"
     login(page)
     page.goto("/playground")
-    expect(page.get_by_label("Model").locator("option", has_text="gpt-test")).to_have_count(1)
-    page.get_by_label("Model").select_option("gpt-test")
+    expect(
+        page.get_by_label("Model", exact=True).locator("option", has_text="gpt-test")
+    ).to_have_count(1)
+    page.get_by_label("Model", exact=True).select_option("gpt-test")
     page.get_by_label("Message").fill("hello?")
     page.get_by_role("button", name="Send").click()
     reply = page.locator(".msg.assistant").last

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from tollway.admin.deps import Engine, get_runtime
 from tollway.admin.params import ID_MAX
+from tollway.services import upstream_tests
 from tollway.services import upstreams as ups
 from tollway.services.errors import Invalid
 from tollway.upstreams.crypto import SecretBox, SecretKeyMissing, secret_box
@@ -109,4 +110,9 @@ async def test_upstream(
 ) -> ups.UpstreamTestResult:
     """One real call with the stored key: `GET /models`, or a one-token chat with `model`."""
     await ups.get_upstream(engine, upstream_id)  # 404 before needing the secret key
-    return await ups.test_upstream(engine, upstream_id, _box(request), model)
+    result = await ups.test_upstream(engine, upstream_id, _box(request), model)
+    pool = get_runtime(request).pool
+    live = next((u for u in pool.upstreams if u.db_id == upstream_id), None)
+    if live is not None:  # the pool's health agrees with what the Test saw
+        upstream_tests.record(pool, live, model, result)
+    return result

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tollway.cli.backend import run
+from tollway.cli.backend import Backend, run
 from tollway.cli.options import AdminSecret, Url, models_list
 from tollway.cli.output import JsonFlag, err, money, num, out, print_json, when
+from tollway.services.upstreams import UpstreamInfo, UpstreamStatus
 
 app = typer.Typer(
     name="upstreams",
@@ -24,24 +25,48 @@ UpstreamId = Annotated[int, typer.Argument(min=1, help="The upstream's numeric i
 def list_upstreams(
     as_json: JsonFlag = False, url: Url = None, admin_secret: AdminSecret = None
 ) -> None:
-    """Upstreams stored in the database (config-file ones show in `upstreams status`)."""
-    items = run(url, admin_secret, lambda b: b.list_upstreams())
+    """Every upstream with its source: the database's (editable here) and, read-only, those
+    of the config file, its key lists and PocketBase (PocketBase needs --url: a running
+    gateway). --json lists the database's only (the ids you can edit)."""
     if as_json:
-        print_json(items)
+        print_json(run(url, admin_secret, lambda b: b.list_upstreams()))
         return
-    table = Table("ID", "Name", "Base URL", "Key", "Models", "Weight", "Enabled")
+    items, live = run(url, admin_secret, _stored_and_pool)
+    others = [s for s in live if s.source != "database"]
+    table = Table("ID", "Name", "Source", "Base URL", "Key", "Models", "Weight", "Enabled")
     for u in items:
         table.add_row(
             str(u.id),
             u.name,
+            "database",
             u.base_url,
             u.key_hint or "-",
             ", ".join(u.models) if u.models is not None else "all",
             f"{u.weight:g}",
             "yes" if u.enabled else "no",
         )
+    for s in others:
+        table.add_row(
+            "-",
+            s.name,
+            f"{s.source} (read-only)",
+            s.base_url,
+            s.key_hint or "-",
+            ", ".join(s.models) if s.models is not None else "all",
+            f"{s.weight:g}",
+            "yes" if s.weight > 0 else "no",
+        )
     out.print(table)
-    out.print(f"{len(items)} upstream(s)")
+    out.print(
+        f"{len(items) + len(others)} upstream(s): {len(items)} in the database, "
+        f"{len(others)} read-only from the config file, key lists or PocketBase"
+    )
+
+
+async def _stored_and_pool(
+    b: Backend,
+) -> tuple[list[UpstreamInfo], list[UpstreamStatus]]:
+    return await b.list_upstreams(), await b.upstream_status()
 
 
 @app.command("add")

@@ -257,12 +257,16 @@ class Gateway:
         content_type = (response.header(b"content-type") or b"").lower()
         try:
             if content_type.startswith(SSE_TYPE):
-                self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
+                self.pool.on_success(
+                    up, (time.perf_counter() - attempt.started) * 1000.0, attempt.model
+                )
                 await self._stream(scope, send, attempt, info, event, out)
             elif content_type.startswith(JSON_TYPE) or response.status >= 400:
                 payload = await response.read()
                 if response.status < 400:
-                    self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
+                    self.pool.on_success(
+                        up, (time.perf_counter() - attempt.started) * 1000.0, attempt.model
+                    )
                     _usage_into(event, usage_from_json(payload))
                 else:
                     event.error_type = "upstream_error"
@@ -271,7 +275,9 @@ class Gateway:
                     event.error_message = error_message(payload)
                 await send_bytes(send, response.status, payload, out)
             else:
-                self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
+                self.pool.on_success(
+                    up, (time.perf_counter() - attempt.started) * 1000.0, attempt.model
+                )
                 await self._passthrough(send, response, out)
         except TimeoutError as exc:
             # Idle while reading a non-streamed answer: nothing sent yet, so say so cleanly.

@@ -254,8 +254,11 @@ class Relay:
                 return "key"
             if status not in RETRYABLE_STATUS:
                 return ""
-        retry_after = parse_retry_after(response.header(b"retry-after"))
-        self.pool.on_failure(up, retry_after if status == 429 else None, f"HTTP {status}")
+        if status == 429:
+            retry_after = parse_retry_after(response.header(b"retry-after"))
+            self.pool.on_failure(up, retry_after, "HTTP 429")
+        else:  # a 5xx answer: the upstream is up; this model is what fails there
+            self.pool.on_model_failure(up, attempt.model, f"HTTP {status}")
         return "ok"
 
     async def release(self, up: Upstream, response: UpstreamResponse) -> None:

@@ -125,6 +125,15 @@ class UpstreamInfo(BaseModel):
     updated_at: datetime
 
 
+class ModelTrouble(BaseModel):
+    """A model that failed on one upstream (5xx answers) and rests there alone."""
+
+    model: str
+    health: str  # cooldown | half_open
+    cooldown_remaining_s: float
+    last_error: str | None
+
+
 class UpstreamStatus(BaseModel):
     """One upstream of the running pool, live."""
 
@@ -148,6 +157,7 @@ class UpstreamStatus(BaseModel):
     requests: int
     failures: int
     last_error: str | None
+    model_health: list[ModelTrouble] = Field(default_factory=list)  # models resting here
 
 
 class UpstreamTestResult(BaseModel):
@@ -374,9 +384,22 @@ async def upstream_status(pool: Pool) -> list[UpstreamStatus]:
                 requests=up.requests,
                 failures=up.failures,
                 last_error=up.last_error,
+                model_health=_troubles(pool, up, now),
             )
         )
     return out
+
+
+def _troubles(pool: Pool, up: Upstream, now: float) -> list[ModelTrouble]:
+    return [
+        ModelTrouble(
+            model=model,
+            health=state,
+            cooldown_remaining_s=round(max(0.0, up.model_health[model].cooldown_until - now), 3),
+            last_error=up.model_health[model].last_error,
+        )
+        for model, state in pool.model_states(up).items()
+    ]
 
 
 async def refresh_balance(

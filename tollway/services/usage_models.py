@@ -29,6 +29,8 @@ MAX_GROUPS = 1000
 class UsageTotals(BaseModel):
     requests: int = 0
     errors: int = 0
+    # Of the errors: refused by Tollway (auth, limits, bad requests); the rest are upstream-side.
+    client_errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -75,6 +77,7 @@ class UsageReport(BaseModel):
 COUNTERS = (
     "requests",
     "errors",
+    "client_errors",
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
@@ -103,6 +106,7 @@ def totals_of(row: Any) -> dict[str, Any]:
     return {
         "requests": int(row.requests),
         "errors": int(row.errors),
+        "client_errors": int(row.client_errors),
         "prompt_tokens": int(row.prompt_tokens),
         "completion_tokens": int(row.completion_tokens),
         "total_tokens": int(row.total_tokens),

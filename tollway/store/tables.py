@@ -140,6 +140,9 @@ usage_rollups = Table(
     Column("endpoint", String(300), nullable=False),
     Column("requests", BigInteger, nullable=False, default=0),
     Column("errors", BigInteger, nullable=False, default=0),
+    # Of those, refused by Tollway itself (auth, limits, bad requests): status 4xx, no upstream
+    # answer. The rest are upstream-side (5xx, upstream errors).
+    Column("client_errors", BigInteger, nullable=False, server_default="0"),
     Column("prompt_tokens", BigInteger, nullable=False, default=0),
     Column("completion_tokens", BigInteger, nullable=False, default=0),
     Column("total_tokens", BigInteger, nullable=False, default=0),
@@ -161,6 +164,9 @@ usage_rollups_daily = Table(
     Column("endpoint", String(300), nullable=False),
     Column("requests", BigInteger, nullable=False, default=0),
     Column("errors", BigInteger, nullable=False, default=0),
+    # Of those, refused by Tollway itself (auth, limits, bad requests): status 4xx, no upstream
+    # answer. The rest are upstream-side (5xx, upstream errors).
+    Column("client_errors", BigInteger, nullable=False, server_default="0"),
     Column("prompt_tokens", BigInteger, nullable=False, default=0),
     Column("completion_tokens", BigInteger, nullable=False, default=0),
     Column("total_tokens", BigInteger, nullable=False, default=0),

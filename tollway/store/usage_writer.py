@@ -30,10 +30,17 @@ log = logging.getLogger("tollway.usage")
 RollupKey = tuple[datetime, int, str, str, str]  # hour, key_id, model, upstream, endpoint
 
 
+def is_client_error(status: int, error_type: str | None) -> bool:
+    """Refused by Tollway itself (auth, limits, a bad request, an unknown model, a client that
+    left): a 4xx that is not an upstream's answer passed through."""
+    return 400 <= status < 500 and error_type != "upstream_error"
+
+
 @dataclass(slots=True)
 class _Rollup:
     requests: int = 0
     errors: int = 0
+    client_errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -43,6 +50,7 @@ class _Rollup:
     def add(self, ev: UsageEvent) -> None:
         self.requests += 1
         self.errors += ev.status >= 400
+        self.client_errors += is_client_error(ev.status, ev.error_type)
         self.prompt_tokens += ev.prompt_tokens or 0
         self.completion_tokens += ev.completion_tokens or 0
         self.total_tokens += ev.total_tokens or 0

@@ -41,6 +41,15 @@ SECURITY_HEADERS = [
 ]
 
 
+# Where an upstream comes from, as the pool table says it (only the database's are edited here).
+SOURCE_LABELS = {
+    "database": "database",
+    "config": "config file · read-only",
+    "key_list": "key list · read-only",
+    "pocketbase": "PocketBase · read-only",
+}
+
+
 class NotReady(Exception):
     """The gateway's lifespan has not started (or has stopped)."""
 
@@ -68,6 +77,7 @@ class UI:
             pct=fmt_pct,
             ms_precise=fmt_ms_precise,
         )
+        self.env.globals["SOURCE_LABELS"] = SOURCE_LABELS
 
     @property
     def runtime(self) -> Runtime:
@@ -128,9 +138,31 @@ def ui_of(request: Request) -> UI:
 # --- the guard ---------------------------------------------------------------------------------
 
 
+def _same_site_path(request: Request, url: str | None) -> str | None:
+    """The path and query of a URL of this host (a page's own address), else None."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.netloc != request.headers.get("host", "") or not parts.path.startswith("/"):
+        return None
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def return_to(request: Request) -> str:
+    """Where the user goes back to after logging in: the page they were on. An htmx call
+    (`/live`, a table refresh) names its page in HX-Current-URL; a form post, in Referer."""
+    if request.headers.get("hx-request") == "true":
+        page = _same_site_path(request, request.headers.get("hx-current-url"))
+        return page or "/"
+    if request.method not in ("GET", "HEAD"):
+        return _same_site_path(request, request.headers.get("referer")) or request.url.path
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def _to_login(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    location = "/login?next=" + quote(target, safe="")
+    location = "/login?next=" + quote(return_to(request), safe="")
+    if sessions.COOKIE in request.cookies:  # there was a session: it expired or was ended
+        location += "&expired=1"
     if request.headers.get("hx-request") == "true":
         return Response(status_code=401, headers={"HX-Redirect": location})
     return RedirectResponse(location, status_code=303)

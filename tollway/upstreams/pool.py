@@ -14,13 +14,14 @@ from typing import Protocol
 
 from .policy import PoolPolicy
 from .strategies import Group, order
-from .target import Account, Upstream
+from .target import Account, ModelHealth, Upstream
 from .windows import window_add, window_count
 
 Clock = Callable[[], float]
 
 
 MAX_CACHED_MODELS = 4096  # unknown model names from clients must not grow the cache forever
+MAX_MODEL_HEALTH = 256  # models in trouble tracked per upstream (clients choose the names)
 
 
 class PoolWatcher(Protocol):
@@ -75,6 +76,7 @@ class Pool:
                 )
                 up.req_window, up.tok_window = prev.req_window, prev.tok_window
                 up.discovered_models = prev.discovered_models
+                up.model_health = prev.model_health
                 if prev.api_key == up.api_key:  # a new key deserves a fresh chance
                     up.parked_until, up.rejections = prev.parked_until, prev.rejections
             acct = accounts.get(up.account_name)
@@ -165,14 +167,27 @@ class Pool:
             elif up.consecutive_failures and up.in_flight:
                 continue  # half-open: one trial request at a time
             else:
-                healthy.append(up)
+                # Usually an empty dict: one truth test. A model that failed here rests alone.
+                mh = up.model_health.get(model) if up.model_health and model else None
+                if mh is None or not mh.consecutive_failures:
+                    healthy.append(up)
+                elif mh.cooldown_until > now:
+                    resting.append(up)
+                elif mh.trial_until <= now:  # half-open for this model: one trial at a time
+                    mh.trial_until = now + self.policy.cooldown_base
+                    healthy.append(up)
         if len(healthy) > 1:
             healthy = order(group, healthy, self._rng, self.policy.latency_explore)
         if resting:
             if len(resting) > 1:
-                resting.sort(key=lambda u: u.cooldown_until)
+                resting.sort(key=lambda u: self._rest_until(u, model))
             healthy.extend(resting)
         return healthy
+
+    @staticmethod
+    def _rest_until(up: Upstream, model: str | None) -> float:
+        mh = up.model_health.get(model) if model is not None else None
+        return up.cooldown_until if mh is None else max(up.cooldown_until, mh.cooldown_until)
 
     def _capped(self, up: Upstream, now: float) -> bool:
         if up.rpm is not None and window_count(up.req_window, now) >= up.rpm:
@@ -186,8 +201,15 @@ class Pool:
         if up.rpm is not None:
             window_add(up.req_window, self.clock(), 1.0)
 
-    def on_success(self, up: Upstream, latency_ms: float) -> None:
-        if up.consecutive_failures and self.watcher is not None:
+    def on_success(self, up: Upstream, latency_ms: float, model: str | None = None) -> None:
+        recovered = up.consecutive_failures > 0
+        mh = up.model_health.get(model) if up.model_health and model else None
+        if mh is not None and mh.consecutive_failures:
+            # Kept with no failures: the fleet learns this model recovered (shared_state.py).
+            mh.consecutive_failures = 0
+            mh.cooldown_until = mh.trial_until = 0.0
+            recovered = True
+        if recovered and self.watcher is not None:
             self.watcher.upstream_changed(up)  # recovered: the others may stop resting it
         up.consecutive_failures = 0
         up.cooldown_until = 0.0
@@ -196,8 +218,8 @@ class Pool:
         up.latency_ewma_ms = latency_ms if prev is None else prev * 0.8 + latency_ms * 0.2
 
     def on_failure(self, up: Upstream, retry_after: float | None = None, reason: str = "") -> None:
-        """Connection error, timeout, 5xx or 429: cool down with exponential backoff, or
-        for as long as the upstream's Retry-After asks."""
+        """Connection error, timeout or 429: the whole upstream cools down with exponential
+        backoff, or for as long as the upstream's Retry-After asks."""
         p = self.policy
         up.failures += 1
         up.consecutive_failures += 1
@@ -207,6 +229,32 @@ class Pool:
         else:
             pause = min(p.cooldown_max, p.cooldown_base * 2 ** min(up.consecutive_failures - 1, 30))
         up.cooldown_until = max(up.cooldown_until, self.clock() + pause)
+        if self.watcher is not None:
+            self.watcher.upstream_changed(up)
+
+    def on_model_failure(self, up: Upstream, model: str | None, reason: str = "") -> None:
+        """A 5xx answer for one model: the upstream answered, so only this model rests here
+        (same backoff); its other models keep their traffic. Without a model, or past
+        MAX_MODEL_HEALTH models in trouble, the whole upstream cools down."""
+        health = up.model_health
+        if model is not None and model not in health and len(health) >= MAX_MODEL_HEALTH:
+            for name in [m for m, h in health.items() if not h.consecutive_failures]:
+                del health[name]  # recovered ones make room
+        if model is None or (model not in health and len(health) >= MAX_MODEL_HEALTH):
+            self.on_failure(up, None, reason)
+            return
+        mh = health.get(model)
+        if mh is None:
+            mh = health[model] = ModelHealth()
+        p = self.policy
+        up.failures += 1
+        mh.failures += 1
+        mh.consecutive_failures += 1
+        mh.last_error = reason or mh.last_error
+        up.last_error = f"{model}: {reason}" if reason else up.last_error
+        pause = min(p.cooldown_max, p.cooldown_base * 2 ** min(mh.consecutive_failures - 1, 30))
+        mh.cooldown_until = max(mh.cooldown_until, self.clock() + pause)
+        mh.trial_until = 0.0
         if self.watcher is not None:
             self.watcher.upstream_changed(up)
 
@@ -264,6 +312,7 @@ class Pool:
         for up in self.upstreams:
             up.cooldown_until = up.parked_until = 0.0
             up.consecutive_failures = up.rejections = 0
+            up.model_health = {}
             up.acct.exhausted_until = 0.0
 
     def health(self, up: Upstream) -> str:
@@ -281,3 +330,12 @@ class Pool:
         if up.consecutive_failures:
             return "half_open"
         return "healthy"
+
+    def model_states(self, up: Upstream) -> dict[str, str]:
+        """The models in trouble on this upstream: "cooldown" or "half_open" each."""
+        now = self.clock()
+        return {
+            m: "cooldown" if mh.cooldown_until > now else "half_open"
+            for m, mh in sorted(up.model_health.items())
+            if mh.consecutive_failures
+        }

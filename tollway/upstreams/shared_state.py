@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -33,9 +34,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .fleet_lease import FleetLease
-from .pool import Pool
+from .pool import MAX_MODEL_HEALTH, Pool
 from .spend_book import MICRO, SpendBook, spend_key
-from .target import Account, Upstream
+from .target import Account, ModelHealth, Upstream
 
 log = logging.getLogger("tollway.upstreams")
 
@@ -196,6 +197,11 @@ class SharedPoolState:
             "f": up.consecutive_failures,
             "r": up.rejections,
             "e": up.last_error,
+            # Models in trouble, and recovered ones (f = 0) so the others clear them too.
+            "m": [
+                [m, self._wall(h.cooldown_until), h.consecutive_failures, h.last_error]
+                for m, h in up.model_health.items()
+            ],
         }
 
     def _acct_state(self, name: str) -> dict[str, Any] | None:
@@ -248,6 +254,7 @@ class SharedPoolState:
         up = self.pool.by_name.get(s["n"])
         if up is None or s["k"] != key_fingerprint(up):
             return
+        self._apply_models(up, s.get("m") or ())
         if not s["f"] and not s["p"]:  # recovered
             up.consecutive_failures = up.rejections = 0
             up.cooldown_until = up.parked_until = 0.0
@@ -257,6 +264,23 @@ class SharedPoolState:
         up.consecutive_failures = max(up.consecutive_failures, s["f"])
         up.rejections = max(up.rejections, s["r"])
         up.last_error = s["e"] or up.last_error
+
+    def _apply_models(self, up: Upstream, models: Iterable[list[Any]]) -> None:
+        """Per-model health, by the same rules: trouble extends, a recovery clears."""
+        for name, wall, failures, error in models:
+            mh = up.model_health.get(name)
+            if not failures:
+                if mh is not None:
+                    mh.consecutive_failures = 0
+                    mh.cooldown_until = mh.trial_until = 0.0
+                continue
+            if mh is None:
+                if len(up.model_health) >= MAX_MODEL_HEALTH:
+                    continue
+                mh = up.model_health[name] = ModelHealth()
+            mh.cooldown_until = max(mh.cooldown_until, self._local(wall))
+            mh.consecutive_failures = max(mh.consecutive_failures, failures)
+            mh.last_error = error or mh.last_error
 
     def apply_account(self, s: dict[str, Any]) -> None:
         acct = self.pool.accounts.get(s["n"])
@@ -332,7 +356,10 @@ class SharedPoolState:
         self._ups.update(
             u.name
             for u in self.pool.upstreams
-            if u.consecutive_failures or u.parked_until > now or u.cooldown_until > now
+            if u.consecutive_failures
+            or u.parked_until > now
+            or u.cooldown_until > now
+            or any(h.consecutive_failures for h in u.model_health.values())
         )
         self._accts.update(
             a.name

@@ -30,6 +30,18 @@ class Account:
 
 
 @dataclass(slots=True, eq=False)
+class ModelHealth:
+    """One model's own trouble on one upstream: an upstream that answers 5xx for one model
+    rests for that model only (pool.py). Kept only while the model has failures."""
+
+    cooldown_until: float = 0.0
+    consecutive_failures: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    trial_until: float = 0.0  # half-open: the next trial is not handed out before this
+
+
+@dataclass(slots=True, eq=False)
 class Upstream:
     name: str
     base_url: str  # as the openai SDK takes it, e.g. http://127.0.0.1:8001/v1 (no trailing /)
@@ -59,6 +71,8 @@ class Upstream:
     failures: int = 0
     last_error: str | None = None
     discovered_models: frozenset[str] | None = None  # from the upstream's own /v1/models
+    # Models in trouble here (public model name -> its health); empty when all are well.
+    model_health: dict[str, ModelHealth] = field(default_factory=dict)
     # Per-minute windows for rpm/tpm: [minute, this minute's count, the previous one's]
     req_window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     tok_window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from tollway.services import keys as key_service
 from tollway.services.errors import Invalid, NotFound
-from tollway.ui import forms
+from tollway.ui import forms, validate
 from tollway.ui.pages import key_view
 from tollway.ui.web import admin, ui_of
 
@@ -87,8 +87,33 @@ def _form(request: Request, status: int = 200, **ctx: Any) -> Response:
         ),
         v=values,
         error=ctx.pop("error", ""),
+        fe=ctx.pop("fe", {}),
         **ctx,
     )
+
+
+def _refused(
+    request: Request,
+    exc: Exception,
+    title: str,
+    key: Any,
+    form: Any,
+    status: int = 400,
+    page: dict[str, Any] | None = None,
+) -> Response:
+    """The form again with what was typed and a plain-word message next to each bad field."""
+    fields = exc.fields if isinstance(exc, validate.FormErrors) else {}
+    if isinstance(exc, Invalid):
+        fields = validate.service_errors(exc.message)
+    top = fields.pop("", "")
+    count = len(fields)
+    summary = (
+        f"Please fix the {count} field{'s' if count != 1 else ''} marked below." if count else ""
+    )
+    return _form(
+        request, status, title=title, key=key, values=dict(form), fe=fields,
+        error=" ".join(x for x in (top, summary) if x), **(page or {}),
+    )  # fmt: skip
 
 
 def _values_of(info: key_service.KeyInfo) -> dict[str, Any]:
@@ -108,11 +133,16 @@ async def create_key(request: Request) -> Response:
     ui = ui_of(request)
     form = await request.form()
     try:
-        created = await key_service.create_key(ui.runtime.engine, forms.key_fields(form))
-    except Invalid as exc:
-        return _form(request, 400, title="New key", key=None, values=dict(form), error=exc.message)
+        created = await key_service.create_key(ui.runtime.engine, validate.key_form(form))
+    except (Invalid, validate.FormErrors) as exc:
+        return _refused(request, exc, "New key", None, form)
     return ui.render(
-        request, "keys/secret.html", title="Key created", created=created, rotated=False
+        request,
+        "keys/secret.html",
+        title="Key created",
+        created=created,
+        rotated=False,
+        unknown=validate.unknown_models(ui.runtime.pool, created.info.models),
     )
 
 
@@ -125,8 +155,15 @@ async def edit_key(request: Request) -> Response:
     except NotFound:
         return _missing(request)
     done = DONE.get(request.query_params.get("done", ""), "")
+    unknown = [m for m in request.query_params.get("unknown", "").split(",") if m][:20]
     return _form(
-        request, title=f"Key {info.name}", key=info, values=_values_of(info), done=done, **page
+        request,
+        title=f"Key {info.name}",
+        key=info,
+        values=_values_of(info),
+        done=done,
+        unknown=unknown,
+        **page,
     )
 
 
@@ -137,21 +174,18 @@ async def update_key(request: Request) -> Response:
     form = await request.form()
     try:
         info = await key_service.get_key(ui.runtime.engine, key_id)
-        await key_service.update_key(ui.runtime.engine, key_id, forms.key_fields(form))
+        fields = validate.key_form(form, stored_expiry=info.expires_at)
+        saved = await key_service.update_key(ui.runtime.engine, key_id, fields)
     except NotFound:
         return _missing(request)
-    except Invalid as exc:
+    except (Invalid, validate.FormErrors) as exc:
         page = await key_view.page_data(ui.runtime.engine, info)
-        return _form(
-            request,
-            400,
-            title=f"Key {info.name}",
-            key=info,
-            values=dict(form),
-            error=exc.message,
-            **page,
-        )
-    return RedirectResponse(f"/keys/{key_id}?done=saved", status_code=303)
+        return _refused(request, exc, f"Key {info.name}", info, form, page=page)
+    target = f"/keys/{key_id}?done=saved"
+    unknown = validate.unknown_models(ui.runtime.pool, saved.models)
+    if unknown:
+        target += "&" + urlencode({"unknown": ",".join(unknown)})
+    return RedirectResponse(target, status_code=303)
 
 
 def _back(request: Request, form: Any, done: str) -> Response:

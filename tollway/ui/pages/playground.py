@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tollway.services import keys as key_service
+from tollway.ui.model_catalog import catalog
 from tollway.ui.web import admin, ui_of
 
 PLAYGROUND_KEY_NAME = "Admin playground"
@@ -43,7 +44,15 @@ async def playground_key(request: Request) -> Response:
     return JSONResponse({"key": secret, "name": PLAYGROUND_KEY_NAME})
 
 
+@admin
+async def playground_models(request: Request) -> Response:
+    """Every routable model with its kind and price (ui/model_catalog.py)."""
+    rt = ui_of(request).runtime
+    return JSONResponse(catalog(rt.pool, rt.prices))
+
+
 routes = [
+    Route("/playground/models", playground_models, methods=["GET"]),
     Route("/playground", playground, methods=["GET"]),
     Route("/playground/key", playground_key, methods=["POST"]),
 ]

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from tollway.services import upstream_tests
 from tollway.services import upstreams as upstream_service
 from tollway.services.errors import Invalid, NotFound
 from tollway.ui import forms
@@ -19,8 +20,8 @@ from tollway.upstreams.crypto import SecretBox, SecretKeyMissing, secret_box
 
 PROVIDERS = ("openai", "vercel", "openrouter")
 DONE = {
-    "added": "Upstream added; the gateway routes to it within a second.",
-    "saved": "Upstream saved; the gateway uses the new settings within a second.",
+    "added": "Upstream added; the gateway routes to it now.",
+    "saved": "Upstream saved; the gateway uses the new settings now.",
     "deleted": "Upstream removed.",
     "balance": "Balances refreshed.",
 }
@@ -66,18 +67,39 @@ async def status_fragment(request: Request) -> Response:
 
 @admin
 async def test(request: Request) -> Response:
-    """One real call to the upstream with its own key (GET /models, or a 1-token chat)."""
+    """One real call to the upstream with its own key (GET /models, or a 1-token chat). The
+    pool's health takes the result; the table comes back with it in the tested row."""
     ui = ui_of(request)
     form = await request.form()
     name = forms.text(form, "name")
     up = ui.runtime.pool.by_name.get(name)
+    result: Any = None
+    message = ""
     if up is None:
-        result: Any = None
         message = f"No upstream named {name} in the pool."
     else:
-        result = await upstream_service.call_upstream(up, forms.optional_text(form, "model"))
-        message = ""
-    return ui.render(request, "upstreams/_test.html", name=name, result=result, message=message)
+        model = forms.optional_text(form, "model")
+        result = await upstream_tests.test_in_pool(ui.runtime.pool, up, model)
+    tested = {"name": name, "result": result, "message": message}
+    if request.headers.get("hx-request") == "true":
+        return ui.render(request, "upstreams/_status.html", tested=tested, **await _status_ctx(ui))
+    stored = await upstream_service.list_upstreams(ui.runtime.engine)
+    return ui.render(
+        request,
+        "upstreams/list.html",
+        title="Upstreams",
+        stored=stored,
+        done="",
+        tested=tested,
+        **await _status_ctx(ui),
+    )
+
+
+async def _changed(ui: UI) -> None:
+    """This instance's pool takes the change at once (the table then shows it); the others
+    follow the revision bump."""
+    if ui.runtime.upstreams is not None:
+        await ui.runtime.upstreams.reload_db()
 
 
 @admin
@@ -169,6 +191,7 @@ async def create_upstream(request: Request) -> Response:
     except Invalid as exc:
         values = {k: v for k, v in form.items() if k != "api_key"}
         return _form(request, 400, title="Add upstream", up=None, v=values, error=exc.message)
+    await _changed(ui)
     return RedirectResponse("/upstreams?done=added", status_code=303)
 
 
@@ -200,6 +223,7 @@ async def update_upstream(request: Request) -> Response:
         return _form(
             request, 400, title=f"Upstream {info.name}", up=info, v=values, error=exc.message
         )
+    await _changed(ui)
     return RedirectResponse("/upstreams?done=saved", status_code=303)
 
 
@@ -220,6 +244,7 @@ async def delete_upstream(request: Request) -> Response:
         await upstream_service.delete_upstream(ui.runtime.engine, _upstream_id(request))
     except NotFound:
         return _missing(request)
+    await _changed(ui)
     return RedirectResponse("/upstreams?done=deleted", status_code=303)
 
 
