@@ -77,7 +77,7 @@ class UpstreamConfig(BaseModel):
     pass_headers: list[str] = Field(default_factory=list)
     # Where the key goes (bearer | x-api-key | header:<Name>) and the APIs it speaks.
     auth: str = "bearer"
-    apis: list[Literal["openai", "anthropic"]] = Field(default_factory=lambda: ["openai"])
+    apis: list[Literal["openai", "anthropic"]] = Field(default=["openai"], min_length=1)
     # Keys from PocketBase; `key_list` is then the fallback when PocketBase is unreachable.
     pocketbase: PocketBaseConfig | None = None
 
