@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from .fake_anthropic import USAGE, FakeAnthropic
+from .fake_anthropic import FakeAnthropic
 from .fixtures_gateway import Stack, make_key
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
@@ -116,6 +116,7 @@ def test_messages_stream_bearer_auth(rig: tuple[Stack, FakeAnthropic]) -> None:
     row = stack.row(request_id)
     assert row["stream"] and row["prompt_tokens"] == 170 and row["completion_tokens"] == 7
     assert row["cache_write_tokens"] == 100 and row["error_type"] is None
+    assert claude.seen[-1].headers["x-api-key"] == claude.api_key
 
 
 def test_count_tokens_and_native_tool_use(rig: tuple[Stack, FakeAnthropic]) -> None:
