@@ -76,6 +76,8 @@ class FakeAnthropic:
             return web.json_response({"input_tokens": 42})
         if request.path != "/v1/messages":
             return _error(404, "not_found_error", "no such route")
+        if b"PLEASE-FAIL" in body:
+            return _error(400, "invalid_request_error", "messages: bad turn order")
         if "max_tokens" not in data:
             return _error(400, "invalid_request_error", "max_tokens: Field required")
         blocks = self._blocks(data)

@@ -270,6 +270,16 @@ def test_untranslatable_is_a_400_in_the_clients_shape(rig: tuple[Stack, FakeAnth
             extra_body={"top_k": 5},
         )
     assert "top_k" in str(bad2.value.body)
+    with pytest.raises(openai.BadRequestError) as refused:  # the upstream's own 400, re-shaped
+        stack.client().chat.completions.create(
+            model="claude-test", messages=[{"role": "user", "content": "PLEASE-FAIL"}]
+        )
+    assert refused.value.body == {
+        "message": "messages: bad turn order",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
     with pytest.raises(anthropic.BadRequestError):  # count_tokens has no OpenAI equivalent
         client(stack).messages.count_tokens(
             model="vllm-model", messages=[{"role": "user", "content": "hi"}]

@@ -7,6 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from tollway.gateway.apis import order
+from tollway.gateway.apis.anthropic import anthropic_error
+from tollway.gateway.body import RequestInfo
 from tollway.gateway.pricing import Price, cost_usd
 from tollway.translate import chat_to_messages as c2m
 from tollway.translate import messages_to_chat as m2c
@@ -466,3 +469,32 @@ def test_upstream_bad_auth_style(auth: str) -> None:
         Upstream("u", "http://h/v1", "k1", auth=auth)
     with pytest.raises(ValueError):
         Upstream("u", "http://h/v1", "k1", apis=frozenset({"gemini"}))
+
+
+def test_native_upstreams_first_and_untranslatable_requests_stay_native() -> None:
+    openai_only = Upstream("o", "http://o/v1", "k")
+    both = Upstream("b", "http://b/v1", "k", apis=frozenset({"openai", "anthropic"}))
+    claude = Upstream("c", "http://c/v1", "k", apis=frozenset({"anthropic"}))
+    info = RequestInfo(api="anthropic", foreign={"model": "m"})
+    assert order([openai_only, claude, both], info) == [claude, both, openai_only]
+    info.foreign = None  # count_tokens: nothing to translate to
+    assert order([openai_only, claude, both], info) == [claude, both]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+    ],
+)
+def test_anthropic_error_types(status: int, kind: str) -> None:
+    body = orjson.loads(anthropic_error(status, "why"))
+    assert body == {"type": "error", "error": {"type": kind, "message": "why"}}
