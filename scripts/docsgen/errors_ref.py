@@ -21,10 +21,15 @@ SIGNATURES: dict[str, tuple[int | None, int, int, str]] = {
     "_json": (0, 2, 3, ""),
     "error_body": (None, 1, 2, ""),
     "_error_event": (None, 1, 2, ""),
+    "stream_error": (None, 1, 2, ""),  # a client API's final stream event (gateway/apis/)
 }
 
 # Helpers with common names count only where they are the error helpers.
-ONLY_UNDER = {"_json": "tollway/admin/", "_error_event": "tollway/gateway/"}
+ONLY_UNDER = {
+    "_json": "tollway/admin/",
+    "_error_event": "tollway/gateway/",
+    "stream_error": "tollway/gateway/",
+}
 
 Found = tuple[str, str, str | None]  # (status, type, code)
 
@@ -59,6 +64,10 @@ RESOLVED: dict[tuple[str, str], list[Found]] = {
     ("tollway/observe/__init__.py", "Observability.serve_metrics"): [
         ("401", "invalid_request_error", "invalid_metrics_token"),
     ],
+    # A client API's renderers: they re-send errors listed where they are raised, or an
+    # upstream's own error reshaped for the client's API.
+    ("tollway/gateway/apis/openai.py", "OpenAIApi.stream_error"): [],
+    ("tollway/gateway/apis/openai.py", "OpenAIApi.foreign_error"): [],
     ("tollway/gateway/endpoint.py", "Gateway._stream"): [
         ("stream", "timeout_error", "upstream_idle_timeout"),
         ("stream", "upstream_error", "upstream_stream_error"),
@@ -69,6 +78,8 @@ RESOLVED: dict[tuple[str, str], list[Found]] = {
 # What each code means for the client (and what to do). `null` is an error without a code.
 MEANINGS: dict[str, str] = {
     "invalid_api_key": "The key is missing, unknown or malformed.",
+    "untranslatable": "The request uses something the upstream's API cannot express (e.g. `n` > 1 "
+    "or `top_k` across APIs); nothing was sent.",
     "invalid_metrics_token": "`GET /metrics` without the right `TOLLWAY_METRICS_TOKEN` bearer.",
     "key_expired": "The key passed its expiry date; create or rotate one.",
     "key_disabled": "An admin disabled the key.",
@@ -169,7 +180,7 @@ class _Scanner(ast.NodeVisitor):
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
         if name in SIGNATURES and self.path.startswith(ONLY_UNDER.get(name, "tollway/")):
             s_pos, t_pos, c_pos, default_type = SIGNATURES[name]
-            status = "stream" if name == "_error_event" else None
+            status = "stream" if name in ("_error_event", "stream_error") else None
             if s_pos is not None:
                 status = _literal(_arg(node, s_pos, "status"))  # type: ignore[assignment]
             type_node = _arg(node, t_pos, "type")

@@ -64,7 +64,8 @@ class UsageEvent:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
-    cached_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens read from the provider's cache
+    cache_write_tokens: int | None = None  # prompt tokens written to it (Anthropic)
     reasoning_tokens: int | None = None
     cost_usd: float | None = None
     latency_ms: float | None = None

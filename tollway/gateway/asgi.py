@@ -88,8 +88,14 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_error(send: Send, error: GatewayError, extra: Headers) -> None:
+async def send_error(
+    send: Send,
+    error: GatewayError,
+    extra: Headers,
+    render: Callable[[GatewayError], bytes] = GatewayError.body,
+) -> None:
+    """`render` gives the body in the client's API's error shape (OpenAI's by default)."""
     headers = list(extra)
     for name, value in error.headers.items():
         headers.append((name.encode(), value.encode()))
-    await send_bytes(send, error.status, error.body(), headers, b"application/json")
+    await send_bytes(send, error.status, render(error), headers, b"application/json")

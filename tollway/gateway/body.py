@@ -26,6 +26,10 @@ class RequestInfo:
     multipart: bool = False
     model_span: tuple[int, int] | None = None  # where the model value sits in a multipart body
     inject_usage: bool = False  # we asked the upstream for usage the client did not ask for
+    api: str = "openai"  # the client's API (gateway/apis)
+    # The request in the other API's format, when an upstream may need it (see apis.prepare).
+    foreign: dict[str, Any] | None = None
+    foreign_path: bytes = b""
 
 
 def inspect(path: str, content_type: bytes | None, body: bytes) -> RequestInfo:

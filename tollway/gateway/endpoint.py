@@ -15,6 +15,7 @@ from tollway.core.ids import new_request_id
 from tollway.core.types import KeyRecord, UsageEvent
 from tollway.upstreams.pool import Pool
 
+from .apis import OPENAI, Api, Tracker, for_request, prepare
 from .asgi import Headers, Message, Receive, Scope, Send, header, read_body, send_bytes, send_error
 from .auth import KeyCache
 from .body import RequestInfo, inspect
@@ -25,7 +26,6 @@ from .guard import shutting_down, unexpected
 from .limits import Admission, Limiter
 from .paths import has_dot_segment, invalid_path
 from .relay import DROP_RESPONSE, Attempt, Relay
-from .sse import SSETracker, usage_from_json
 from .upstream_http import UpstreamError, UpstreamResponse
 from .usage import UsageSink
 
@@ -43,6 +43,7 @@ def _usage_into(event: UsageEvent, usage: dict[str, int] | None) -> None:
     event.completion_tokens = usage.get("completion_tokens")
     event.total_tokens = usage.get("total_tokens")
     event.cached_tokens = usage.get("cached_tokens")
+    event.cache_write_tokens = usage.get("cache_write_tokens")
     event.reasoning_tokens = usage.get("reasoning_tokens")
 
 
@@ -85,8 +86,9 @@ class Gateway:
         request_id = new_request_id()
         base: Headers = [(b"x-request-id", request_id.encode())]
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        api = for_request(scope["path"], scope["headers"])
         if (b"." in raw or b"%" in raw or b"\\" in raw) and has_dot_segment(raw):
-            await send_error(send, invalid_path(), base)  # before auth and any upstream
+            await send_error(send, invalid_path(), base, api.error_body)  # before auth
             return
         event: UsageEvent | None = None
         sent = [False]  # whether the response has started; failover stops there
@@ -102,10 +104,10 @@ class Gateway:
             path: str = scope["path"]
             event = UsageEvent(time.time(), request_id, key.id, method, path)
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-                await self._models(tracked_send, key, path, base)
+                await self._models(tracked_send, key, path, base, api)
                 event.status = 200
                 return
-            await self._proxy(scope, receive, tracked_send, key, event, base)
+            await self._proxy(scope, receive, tracked_send, key, event, base, api)
         except GatewayError as exc:
             if event is not None:
                 event.status = exc.status
@@ -115,7 +117,7 @@ class Gateway:
                 code = exc.code or exc.type
                 self.refused[code] = self.refused.get(code, 0) + 1
             if not sent[0]:
-                await send_error(send, exc, base)
+                await send_error(send, exc, base, api.error_body)
         except asyncio.CancelledError:
             # The client left (the protocol cancelled us), or shutdown's drain time is over.
             uncancel()
@@ -123,7 +125,7 @@ class Gateway:
             if event is not None:
                 _cancelled(event, gone, sent[0])
             if not gone and not sent[0]:
-                await send_error(send, shutting_down(), base)
+                await send_error(send, shutting_down(), base, api.error_body)
         except Exception as exc:  # the outermost guard: never uvicorn's plain-text 500
             error = unexpected(exc, request_id)
             if event is not None:
@@ -131,7 +133,7 @@ class Gateway:
                 if not sent[0]:
                     event.status = error.status
             if not sent[0]:
-                await send_error(send, error, base)
+                await send_error(send, error, base, api.error_body)
         finally:
             self.open -= 1
             if event is not None:
@@ -142,10 +144,12 @@ class Gateway:
                         event.first_byte_ms = (event.first_byte_ms - started) * 1000.0
                 self.sink.emit(event)
 
-    async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers) -> None:
+    async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers, api: Api) -> None:
         allowed = key.models
         names = [m for m in self.pool.models() if allowed is None or m in allowed]
-        if path == "/v1/models":
+        if api is not OPENAI:  # Anthropic's list shape (Claude Code's model discovery)
+            body = anthropic_models(names, path)
+        elif path == "/v1/models":
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "tollway"} for m in names
             ]
@@ -167,10 +171,11 @@ class Gateway:
         key: KeyRecord,
         event: UsageEvent,
         base: Headers,
+        api: Api,
     ) -> None:
         body = await read_body(receive, self.body_limit, self.bodies, scope["headers"])
         try:
-            await self._forward(scope, receive, send, key, event, base, body)
+            await self._forward(scope, receive, send, key, event, base, body, api)
         finally:
             self.bodies.release(len(body))  # every way out: answered, refused, failed, gone
 
@@ -183,6 +188,7 @@ class Gateway:
         event: UsageEvent,
         base: Headers,
         body: bytes,
+        api: Api,
     ) -> None:
         headers: Headers = scope["headers"]
         info = inspect(event.endpoint, header(headers, b"content-type"), body)
@@ -195,6 +201,8 @@ class Gateway:
             if not self.pool.knows(model):
                 raise model_not_found(model)
         candidates = self.pool.candidates(model)
+        if api is not OPENAI or self.pool.mixed_apis:  # which upstreams speak it, translation
+            candidates = prepare(api, info, event.endpoint, self.pool, candidates)
         if not candidates and not self.pool.fallbacks(model):
             raise no_upstream(
                 "No upstream serves requests without a model (files, batches...)."
@@ -229,7 +237,7 @@ class Gateway:
                 if attempt.model is not None
                 else None
             )
-            await self._respond(scope, send, attempt, info, event, base, admission)
+            await self._respond(scope, send, attempt, info, event, base, admission, api)
         finally:
             scope[TASK] = None  # settling is not interrupted by a late disconnect
             if self.price is not None and event.total_tokens is not None:
@@ -246,9 +254,11 @@ class Gateway:
         event: UsageEvent,
         base: Headers,
         admission: Admission,
+        api: Api,
     ) -> None:
         response = attempt.response
         up = attempt.upstream
+        translated = info.foreign is not None and info.api not in up.apis
         event.status = response.status
         drop = DROP_ENCODED if response.content_encoding and not response.decoded else DROP_RESPONSE
         out: Headers = [(k, v) for k, v in response.headers if k not in drop]
@@ -260,19 +270,30 @@ class Gateway:
                 self.pool.on_success(
                     up, (time.perf_counter() - attempt.started) * 1000.0, attempt.model
                 )
-                await self._stream(scope, send, attempt, info, event, out)
+                tracker = (
+                    api.foreign_stream(info.client_wants_usage, event.model)
+                    if translated
+                    else api.tracker(info.inject_usage)
+                )
+                await self._stream(scope, send, attempt, event, out, tracker, api)
             elif content_type.startswith(JSON_TYPE) or response.status >= 400:
                 payload = await response.read()
                 if response.status < 400:
                     self.pool.on_success(
                         up, (time.perf_counter() - attempt.started) * 1000.0, attempt.model
                     )
-                    _usage_into(event, usage_from_json(payload))
+                    if translated:
+                        _usage_into(event, api.foreign_usage(payload))
+                        payload = api.foreign_json(payload)
+                    else:
+                        _usage_into(event, api.usage(payload))
                 else:
                     event.error_type = "upstream_error"
                     if up.api_key and up.api_key.encode() in payload:
                         payload = payload.replace(up.api_key.encode(), b"***")
                     event.error_message = error_message(payload)
+                    if translated:
+                        payload = api.foreign_error(response.status, payload)
                 await send_bytes(send, response.status, payload, out)
             else:
                 self.pool.on_success(
@@ -312,12 +333,12 @@ class Gateway:
         scope: Scope,
         send: Send,
         attempt: Attempt,
-        info: RequestInfo,
         event: UsageEvent,
         out: Headers,
+        tracker: Tracker,
+        api: Api,
     ) -> None:
         response = attempt.response
-        tracker = SSETracker(hide_usage_chunk=info.inject_usage)
         began = time.perf_counter()
         first = True
         try:
@@ -335,19 +356,19 @@ class Gateway:
                 event.error_type = "upstream_idle_timeout"
                 event.error_message = "The upstream stopped sending the stream."
                 self.pool.on_failure(attempt.upstream, reason="timeout")
-                rest = _error_event(event.error_message, "timeout_error", event.error_type)
+                rest = api.stream_error(event.error_message, "timeout_error", event.error_type)
             except UpstreamError:
                 event.error_type = "upstream_stream_error"
                 event.error_message = "The upstream stream failed before it was complete."
                 self.pool.on_failure(attempt.upstream)
-                rest = _error_event(event.error_message, "upstream_error", event.error_type)
+                rest = api.stream_error(event.error_message, "upstream_error", event.error_type)
             except asyncio.CancelledError:
                 if GONE in scope:
                     raise  # the client left: nobody to tell; the caller records it
                 uncancel()  # shutdown's drain time is over: say so, then end the stream
                 error = shutting_down()
                 event.error_type = error.code
-                rest = _error_event(error.message, error.type, error.code)
+                rest = api.stream_error(error.message, error.type, error.code)
             if not tracker.saw_done and tracker.usage is None and event.error_type is None:
                 event.error_type = "upstream_stream_incomplete"
             await send({"type": "http.response.body", "body": rest, "more_body": False})
@@ -358,12 +379,6 @@ class Gateway:
                 # The stream ended before its usage chunk: count what was relayed.
                 event.completion_tokens = tracker.content_chunks
                 event.total_tokens = tracker.content_chunks
-
-
-def _error_event(message: str, type: str, code: str | None) -> bytes:
-    """A final SSE event in OpenAI's error shape, for a stream that cannot go on."""
-    error = {"message": message, "type": type, "param": None, "code": code}
-    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
 
 
 def _cancelled(event: UsageEvent, client_gone: bool, sent: bool) -> None:
@@ -377,3 +392,29 @@ def _cancelled(event: UsageEvent, client_gone: bool, sent: bool) -> None:
         event.error_type = "server_shutting_down"
         if not sent:
             event.status = 503
+
+
+def anthropic_models(names: list[str], path: str) -> bytes:
+    """Anthropic's `GET /v1/models` list, or one model for `/v1/models/{id}`."""
+
+    def one(model: str) -> dict[str, str]:
+        return {
+            "type": "model",
+            "id": model,
+            "display_name": model,
+            "created_at": "1970-01-01T00:00:00Z",
+        }
+
+    if path == "/v1/models":
+        return orjson.dumps(
+            {
+                "data": [one(m) for m in names],
+                "has_more": False,
+                "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None,
+            }
+        )
+    model = path[len("/v1/models/") :]
+    if model not in names:
+        raise model_not_found(model)
+    return orjson.dumps(one(model))

@@ -20,14 +20,28 @@ class Price:
     input: float  # per 1M prompt tokens
     output: float  # per 1M completion tokens
     cached_input: float | None = None  # per 1M cached prompt tokens; None = same as input
+    cache_write: float | None = None  # per 1M prompt tokens written to the cache; None = input
 
 
-def cost_usd(price: Price, prompt: int | None, completion: int | None, cached: int | None) -> float:
+def cost_usd(
+    price: Price,
+    prompt: int | None,
+    completion: int | None,
+    cached: int | None,
+    cache_write: int | None = None,
+) -> float:
     prompt = prompt or 0
     cached = min(cached or 0, prompt)  # cached tokens are part of the prompt
+    written = min(cache_write or 0, prompt - cached)  # so are the tokens written to the cache
     cached_rate = price.cached_input if price.cached_input is not None else price.input
-    fresh = prompt - cached
-    total = fresh * price.input + cached * cached_rate + (completion or 0) * price.output
+    write_rate = price.cache_write if price.cache_write is not None else price.input
+    fresh = prompt - cached - written
+    total = (
+        fresh * price.input
+        + cached * cached_rate
+        + written * write_rate
+        + (completion or 0) * price.output
+    )
     return total / 1_000_000
 
 
@@ -53,7 +67,13 @@ class PriceBook:
             price = prices.get(event.upstream_model)
         if price is None:
             return None
-        return cost_usd(price, event.prompt_tokens, event.completion_tokens, event.cached_tokens)
+        return cost_usd(
+            price,
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.cached_tokens,
+            event.cache_write_tokens,
+        )
 
 
 class _PriceEntry(BaseModel):
@@ -62,6 +82,7 @@ class _PriceEntry(BaseModel):
     input: float = Field(ge=0, allow_inf_nan=False)
     output: float = Field(ge=0, allow_inf_nan=False)
     cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class PriceConfigError(ValueError):
@@ -69,7 +90,8 @@ class PriceConfigError(ValueError):
 
 
 def prices_from_config(path: Path | None) -> dict[str, Price]:
-    """The `prices:` section: `model: {input: 2.5, output: 10, cached_input: 1.25}`."""
+    """The `prices:` section: `model: {input: 3, output: 15, cached_input: 0.3,
+    cache_write: 3.75}`."""
     if path is None:
         return {}
     try:
@@ -87,5 +109,5 @@ def prices_from_config(path: Path | None) -> dict[str, Price]:
             p = _PriceEntry.model_validate(entry)
         except ValidationError as exc:
             raise PriceConfigError(f"{path}: prices.{model}: {exc}") from exc
-        out[str(model)] = Price(p.input, p.output, p.cached_input)
+        out[str(model)] = Price(p.input, p.output, p.cached_input, p.cache_write)
     return out

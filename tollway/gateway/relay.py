@@ -6,12 +6,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
 from tollway.core.types import UsageEvent
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
 from tollway.upstreams.verdict import JUDGED_STATUSES, key_rejected, out_of_credit
 
+from .apis import order
 from .asgi import Headers
 from .body import RequestInfo, body_for
 from .upstream_http import UpstreamClient, UpstreamError, UpstreamResponse
@@ -178,7 +181,10 @@ class Relay:
                 model = fallbacks[next_fallback]
                 next_fallback += 1
                 if allowed is None or model in allowed:
-                    tries = pool.candidates(model)[: self.max_attempts]
+                    tries = pool.candidates(model)
+                    if info.api != "openai" or pool.mixed_apis:
+                        tries = order(tries, info)
+                    tries = tries[: self.max_attempts]
             if not tries:
                 break
         if held is not None:
@@ -219,7 +225,11 @@ class Relay:
         request_id: str,
     ) -> tuple[UpstreamResponse, float]:
         upstream_model = up.upstream_model(model) if model is not None else None
-        payload = body_for(info, body, upstream_model)
+        if info.foreign is not None and info.api not in up.apis:  # through translation
+            path = info.foreign_path
+            payload = orjson.dumps({**info.foreign, "model": upstream_model})
+        else:
+            payload = body_for(info, body, upstream_model)
         self.pool.on_attempt(up)
         started = time.perf_counter()
         up.in_flight += 1

@@ -109,6 +109,7 @@ usage_records = Table(
     Column("completion_tokens", Integer),
     Column("total_tokens", Integer),
     Column("cached_tokens", Integer),
+    Column("cache_write_tokens", Integer),
     Column("reasoning_tokens", Integer),
     Column("cost_usd", Float),
     Column("latency_ms", Float),

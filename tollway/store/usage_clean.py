@@ -41,6 +41,7 @@ INT_FIELDS = (
     "completion_tokens",
     "total_tokens",
     "cached_tokens",
+    "cache_write_tokens",
     "reasoning_tokens",
     "attempts",
 )

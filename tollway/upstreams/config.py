@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tollway.core.dotenv import dotenv_value
 
-from .headers import check_headers, check_value, has_control
+from .headers import auth_name, check_headers, check_value, has_control
 from .policy import PoolPolicy
 from .target import Upstream
 
@@ -81,6 +81,9 @@ class UpstreamConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     # Account-selecting client headers (OpenAI-Organization, OpenAI-Project) let through.
     pass_headers: list[str] = Field(default_factory=list)
+    # Where the key goes (bearer | x-api-key | header:<Name>) and the APIs it speaks.
+    auth: str = "bearer"
+    apis: list[Literal["openai", "anthropic"]] = Field(default=["openai"], min_length=1)
     # Keys from PocketBase; `key_list` is then the fallback when PocketBase is unreachable.
     pocketbase: PocketBaseConfig | None = None
 
@@ -89,6 +92,12 @@ class UpstreamConfig(BaseModel):
     def _http(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
+        return v
+
+    @field_validator("auth")
+    @classmethod
+    def _auth(cls, v: str) -> str:
+        auth_name(v)  # ValueError: not bearer, x-api-key or header:<Name>
         return v
 
     def model_set(self) -> frozenset[str] | None:
@@ -178,6 +187,8 @@ def _build(
             manual_balance_usd=cfg.manual_balance_usd,
             headers={n: expand_env(v) for n, v in cfg.headers.items()},
             pass_headers=frozenset(cfg.pass_headers),
+            auth=cfg.auth,
+            apis=frozenset(cfg.apis),
         )
     except ConfigError:
         raise

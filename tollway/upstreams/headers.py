@@ -80,9 +80,26 @@ def client_drop_set(headers: Mapping[str, str], pass_headers: Iterable[str]) -> 
     return DROP_REQUEST | (ACCOUNT_HEADERS - passed) | own
 
 
-def fixed_lines(auth_header: bytes, headers: Mapping[str, str]) -> bytes:
+def auth_name(auth: str) -> bytes:
+    """The header an upstream's key goes in: `bearer` (Authorization: Bearer), `x-api-key`
+    (Anthropic), or `header:<Name>` (any other single header holding the bare key)."""
+    if auth == "bearer":
+        return b"authorization"
+    if auth == "x-api-key":
+        return b"x-api-key"
+    name = auth[len("header:") :] if auth.startswith("header:") else ""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"auth: {auth!r} is not bearer, x-api-key or header:<Name>")
+    if name.lower().encode() in RESERVED:
+        raise ValueError(f"auth: {name} is set by Tollway and cannot hold the key")
+    return name.lower().encode()
+
+
+def fixed_lines(
+    auth_header: bytes, headers: Mapping[str, str], auth_field: bytes = b"authorization"
+) -> bytes:
     """The header lines every request to this upstream ends with."""
-    lines = [b"authorization: " + auth_header + b"\r\n"] if auth_header else []
+    lines = [auth_field + b": " + auth_header + b"\r\n"] if auth_header else []
     lines += [n.lower().encode() + b": " + v.encode() + b"\r\n" for n, v in headers.items()]
     lines.append(b"accept-encoding: identity\r\n")
     return b"".join(lines)

@@ -33,6 +33,9 @@ class PoolWatcher(Protocol):
     def account_changed(self, acct: Account) -> None: ...
 
 
+OPENAI_ONLY = frozenset({"openai"})
+
+
 class Pool:
     def __init__(
         self,
@@ -48,6 +51,7 @@ class Pool:
         self.accounts: dict[str, Account] = {}
         self.by_name: dict[str, Upstream] = {}
         self._groups: dict[str | None, Group] = {}
+        self.mixed_apis = False
         self.watcher: PoolWatcher | None = None  # set when the fleet shares pool health
         self.replace(upstreams or [])
 
@@ -90,6 +94,8 @@ class Pool:
         self.upstreams = upstreams
         self.by_name = {u.name: u for u in upstreams}
         self._groups = {}
+        # Some upstream does not speak OpenAI only: requests are then ordered by API.
+        self.mixed_apis = any(u.apis != OPENAI_ONLY for u in upstreams)
 
     def _account_for(self, up: Upstream) -> Account:
         prev = self.accounts.get(up.account_name)

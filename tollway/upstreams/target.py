@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .headers import check_headers, check_value, client_drop_set, fixed_lines
+from .headers import auth_name, check_headers, check_value, client_drop_set, fixed_lines
+
+KNOWN_APIS = frozenset({"openai", "anthropic"})
 
 
 @dataclass(slots=True, eq=False)
@@ -59,6 +61,8 @@ class Upstream:
     db_id: int | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent on every request to it
     pass_headers: frozenset[str] = frozenset()  # account-selecting client headers it lets through
+    auth: str = "bearer"  # where the key goes: bearer | x-api-key | header:<Name>
+    apis: frozenset[str] = frozenset({"openai"})  # the request formats it speaks natively
 
     # Live state (one process)
     in_flight: int = 0
@@ -91,10 +95,16 @@ class Upstream:
             check_headers(self.headers, self.pass_headers)
         except ValueError as exc:
             raise ValueError(f"upstream {self.name}: {exc}") from None
+        field = auth_name(self.auth)  # ValueError on a bad style
+        unknown = self.apis - KNOWN_APIS
+        if unknown or not self.apis:
+            raise ValueError(f"upstream {self.name}: apis must be among {sorted(KNOWN_APIS)}")
         self.base_url = self.base_url.rstrip("/")
-        self.auth_header = f"Bearer {self.api_key}".encode() if self.api_key else b""
-        self.drop_request = client_drop_set(self.headers, self.pass_headers)
-        self.fixed_lines = fixed_lines(self.auth_header, self.headers)
+        bearer = field == b"authorization"
+        key = self.api_key.encode()
+        self.auth_header = (b"Bearer " + key if bearer else key) if self.api_key else b""
+        self.drop_request = client_drop_set(self.headers, self.pass_headers) | {field}
+        self.fixed_lines = fixed_lines(self.auth_header, self.headers, field)
 
     def settings_key(self) -> tuple[object, ...]:
         """Everything configured (none of the live state): equal means "the same upstream"."""
@@ -115,6 +125,8 @@ class Upstream:
             self.db_id,
             sorted(self.headers.items()),
             sorted(self.pass_headers),
+            self.auth,
+            sorted(self.apis),
         )
 
     @property
