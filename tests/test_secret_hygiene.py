@@ -44,7 +44,11 @@ def test_gitignore_covers_what_holds_secrets() -> None:
 
 def _scan(repo: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "scripts/secret_scan.py"], cwd=repo, capture_output=True, text=True
+        [sys.executable, "scripts/secret_scan.py"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
