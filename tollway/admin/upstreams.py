@@ -109,4 +109,5 @@ async def test_upstream(
 ) -> ups.UpstreamTestResult:
     """One real call with the stored key: `GET /models`, or a one-token chat with `model`."""
     await ups.get_upstream(engine, upstream_id)  # 404 before needing the secret key
-    return await ups.test_upstream(engine, upstream_id, _box(request), model)
+    net = ups.egress_defaults(get_runtime(request).settings)
+    return await ups.test_upstream(engine, upstream_id, _box(request), model, net=net)

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # The idle time between two reads once the answer has begun (not a whole-answer limit).
     upstream_read_timeout: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # TLS to upstreams: a PEM file of CAs trusted instead of the system store (an upstream's
+    # own `ca_bundle:` wins). Proxies: honour HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+    upstream_ca_bundle: Path | None = None
+    upstream_trust_env: bool = True
     # On SIGTERM, how long open requests may finish before streams get a final error event.
     shutdown_drain_seconds: int = Field(default=30, ge=0)
 

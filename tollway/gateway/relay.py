@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
+from tollway.upstreams.egress import EgressDefaults
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
 from tollway.upstreams.verdict import JUDGED_STATUSES, key_rejected, out_of_credit
@@ -69,11 +70,12 @@ class Relay:
         read_timeout: float,
         max_attempts: int,
         first_byte_timeout: float | None = None,
+        egress: EgressDefaults | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
         self.client = UpstreamClient(
-            connect_timeout, read_timeout, first_byte_timeout=first_byte_timeout
+            connect_timeout, read_timeout, first_byte_timeout=first_byte_timeout, egress=egress
         )
 
     async def start(self) -> None:
@@ -130,9 +132,9 @@ class Relay:
                     pool.on_failure(up, reason="timeout")
                     last_error = upstream_timeout()
                     continue
-                except UpstreamError:
-                    pool.on_failure(up, reason="connection failed")
-                    last_error = upstream_unreachable()
+                except UpstreamError as exc:  # its reason and message name no secret
+                    pool.on_failure(up, reason=exc.reason)
+                    last_error = upstream_unreachable(exc.public)
                     continue
                 except asyncio.CancelledError:  # the client left, or shutdown: keep nothing
                     if held is not None:
@@ -199,12 +201,19 @@ class Relay:
     ) -> tuple[UpstreamResponse, float]:
         upstream_model = up.upstream_model(model) if model is not None else None
         payload = body_for(info, body, upstream_model)
+        if up.azure is not None:  # deployment paths and api-version (upstreams/azure.py)
+            path = up.azure.path(path, upstream_model)
         self.pool.on_attempt(up)
         started = time.perf_counter()
         up.in_flight += 1
         try:
             response = await self.client.request(
-                up.base_url, method, path, self.forward_headers(headers, up, request_id), payload
+                up.base_url,
+                method,
+                path,
+                self.forward_headers(headers, up, request_id),
+                payload,
+                up.egress,
             )
         except BaseException:
             up.in_flight -= 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .azure import AzureRoute
+from .egress import Egress
 from .headers import check_headers, check_value, client_drop_set, fixed_lines
 
 
@@ -47,6 +49,8 @@ class Upstream:
     db_id: int | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent on every request to it
     pass_headers: frozenset[str] = frozenset()  # account-selecting client headers it lets through
+    egress: Egress | None = None  # its own CA bundle / verify / proxy (None: the global ones)
+    azure: AzureRoute | None = None  # provider "azure": deployment paths and api-version
 
     # Live state (one process)
     in_flight: int = 0
@@ -80,7 +84,13 @@ class Upstream:
         self.base_url = self.base_url.rstrip("/")
         self.auth_header = f"Bearer {self.api_key}".encode() if self.api_key else b""
         self.drop_request = client_drop_set(self.headers, self.pass_headers)
-        self.fixed_lines = fixed_lines(self.auth_header, self.headers)
+        if self.provider == "azure":  # Azure takes its key in `api-key`, not as a Bearer token
+            if self.azure is None:
+                self.azure = AzureRoute()
+            key = {"api-key": self.api_key} if self.api_key else {}
+            self.fixed_lines = fixed_lines(b"", {**key, **self.headers})
+        else:
+            self.fixed_lines = fixed_lines(self.auth_header, self.headers)
 
     def settings_key(self) -> tuple[object, ...]:
         """Everything configured (none of the live state): equal means "the same upstream"."""
@@ -101,7 +111,24 @@ class Upstream:
             self.db_id,
             sorted(self.headers.items()),
             sorted(self.pass_headers),
+            self.egress,
+            self.azure,
         )
+
+    def auth_headers(self) -> dict[str, str]:
+        """What background calls (health checks, discovery, probes) send: its configured
+        headers and our key, the way this upstream takes it."""
+        if not self.api_key:
+            return dict(self.headers)
+        name = "api-key" if self.azure is not None else "Authorization"
+        value = self.api_key if self.azure is not None else f"Bearer {self.api_key}"
+        return {**self.headers, name: value}
+
+    def models_url(self) -> str:
+        """Where its model list is (`GET`), for health checks and discovery."""
+        if self.azure is not None:
+            return self.base_url + self.azure.models_path()
+        return self.base_url + "/models"
 
     @property
     def account_name(self) -> str:

@@ -75,7 +75,10 @@ async def test(request: Request) -> Response:
         result: Any = None
         message = f"No upstream named {name} in the pool."
     else:
-        result = await upstream_service.call_upstream(up, forms.optional_text(form, "model"))
+        net = upstream_service.egress_defaults(ui.runtime.settings)
+        result = await upstream_service.call_upstream(
+            up, forms.optional_text(form, "model"), net=net
+        )
         message = ""
     return ui.render(request, "upstreams/_test.html", name=name, result=result, message=message)
 
