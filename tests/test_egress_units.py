@@ -4,13 +4,19 @@ TLS upstream through the proxy with the same CA."""
 
 from __future__ import annotations
 
+import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tollway.core.settings import Settings
 from tollway.gateway.upstream_http import UpstreamClient, UpstreamError
+from tollway.services.upstreams import call_upstream
+from tollway.upstreams import egress
+from tollway.upstreams.balance import probe_key
 from tollway.upstreams.config import ConfigError, GatewayConfig, UpstreamConfig, read_config
 from tollway.upstreams.egress import Egress, EgressDefaults, Proxy, egress_defaults, proxy_url_for
 from tollway.upstreams.manager import UpstreamManager
@@ -48,6 +54,8 @@ def test_proxy_resolution_follows_the_upstream_then_the_environment(
     https, http = "https://api.openai.com/v1", "http://vllm:8000/v1"
     assert proxy_url_for(https, None, True) == "http://corp:3128"
     assert proxy_url_for(http, None, True) is None  # no HTTP_PROXY set
+    monkeypatch.setenv("HTTP_PROXY", "http://plain-corp:3128")
+    assert proxy_url_for(http, None, True) == "http://plain-corp:3128"
     assert proxy_url_for("https://internal.example/v1", None, True) is None
     assert proxy_url_for("https://gpu.lan/v1", None, True) is None
     assert proxy_url_for(https, None, False) is None  # TOLLWAY_UPSTREAM_TRUST_ENV=false
@@ -118,8 +126,11 @@ async def test_https_proxy_from_the_environment_and_no_proxy(
     await direct.close()
 
 
-async def test_background_discovery_uses_the_ca_bundle_and_the_proxy(
-    tls_up: tuple[FakeUpstream, LocalCA], proxy: ConnectProxy, tmp_path: Path
+async def test_background_calls_use_the_ca_bundle_and_the_proxy(
+    tls_up: tuple[FakeUpstream, LocalCA],
+    proxy: ConnectProxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     up, ca = tls_up
     entry = {"name": "bg", "base_url": up.base_url, "api_key": up.api_key}
@@ -127,18 +138,65 @@ async def test_background_discovery_uses_the_ca_bundle_and_the_proxy(
         upstreams=[
             UpstreamConfig(**entry, ca_bundle=str(ca.pem), proxy=proxy.url),
             UpstreamConfig(**{**entry, "name": "bg-untrusted"}, proxy="direct"),
+            UpstreamConfig(**{**entry, "name": "bg-insecure", "models": ["x"]}, verify=False),
         ]
     )
     settings = Settings(upstream_trust_env=False, database_url="sqlite+aiosqlite://")
     manager = UpstreamManager(Pool(), settings, None, config=config, base_dir=tmp_path)
-    await manager.start()
+    with caplog.at_level(logging.WARNING, logger="tollway.upstreams"):
+        await manager.start()
+
+    async def fresh_session() -> aiohttp.ClientSession:
+        # A new session for each call, so each one needs a tunnel of its own.
+        assert manager.session is not None
+        await manager.session.close()
+        manager.session = aiohttp.ClientSession()
+        return manager.session
+
     try:
         await manager.discover_models()
+        bg = manager.pool.by_name["bg"]
+        bg.consecutive_failures = 1  # resting: the active health check calls it
+        await fresh_session()
+        await manager.check_health()
+        assert bg.consecutive_failures == 0
+        session = await fresh_session()
+        assert await probe_key(session, bg, "openrouter", manager.net) == 100.0
+        tested = await call_upstream(bg, net=manager.net)
+        assert tested.ok and tested.status == 200
+        assert not (await call_upstream(manager.pool.by_name["bg-untrusted"], net=manager.net)).ok
     finally:
         await manager.stop()
-    found = {u.name: u.discovered_models for u in manager.pool.upstreams}
+    found = {u.name: u.discovered_models for u in manager.pool.upstreams if u.models is None}
     assert found == {"bg": frozenset({"tls-unit-model"}), "bg-untrusted": None}
-    assert proxy.tunnels == [f"localhost:{up.port}".encode()]
+    # discovery, health check, balance probe, Test: each through a tunnel of the proxy
+    assert proxy.tunnels == [f"localhost:{up.port}".encode()] * 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "TLS VERIFICATION IS OFF" in w] == [
+        f"TLS VERIFICATION IS OFF for upstream bg-insecure (verify: false): anyone on the path "
+        f"to {up.base_url} can read and change its traffic, keys included"
+    ]
+
+
+def test_without_a_system_ca_store_certifi_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import certifi
+
+    loaded: list[str | None] = []
+    real = ssl.create_default_context
+
+    def spy(*args: object, cafile: str | None = None, **kw: object) -> ssl.SSLContext:
+        loaded.append(cafile)
+        return real(cafile=cafile)
+
+    monkeypatch.setattr(egress, "system_store_present", lambda: False)
+    monkeypatch.setattr(egress.ssl, "create_default_context", spy)
+    egress.tls_context.cache_clear()
+    try:
+        context = egress.tls_context()
+    finally:
+        egress.tls_context.cache_clear()
+    assert loaded == [certifi.where()]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
 def test_config_checks_network_settings(tmp_path: Path) -> None:
