@@ -79,6 +79,9 @@ def test_settings_for_the_ca_bundle_and_the_environment(
 ) -> None:
     monkeypatch.setenv("TOLLWAY_UPSTREAM_CA_BUNDLE", str(tmp_path / "ca.pem"))
     monkeypatch.setenv("TOLLWAY_UPSTREAM_TRUST_ENV", "false")
+    with pytest.raises(ValueError, match="not a readable file"):
+        egress_defaults(Settings())  # a missing bundle stops the start
+    (tmp_path / "ca.pem").write_text("-")
     assert egress_defaults(Settings()) == EgressDefaults(str(tmp_path / "ca.pem"), False)
     monkeypatch.delenv("TOLLWAY_UPSTREAM_CA_BUNDLE")
     monkeypatch.delenv("TOLLWAY_UPSTREAM_TRUST_ENV")

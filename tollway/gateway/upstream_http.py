@@ -426,7 +426,7 @@ class UpstreamClient:
         if origin is None:
             try:
                 origin = self._origins[key] = self._resolve(base_url, egress)
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:  # a bad URL, an unreadable CA bundle
                 raise UpstreamError(str(exc)) from exc
         head = b"".join(
             (

@@ -147,5 +147,8 @@ class EgressDefaults:
 
 
 def egress_defaults(settings: Settings) -> EgressDefaults:
+    """The global settings; a CA bundle that is not a file stops the start (ValueError)."""
     ca = settings.upstream_ca_bundle
+    if ca is not None and not ca.is_file():
+        raise ValueError(f"TOLLWAY_UPSTREAM_CA_BUNDLE {ca} is not a readable file")
     return EgressDefaults(str(ca) if ca is not None else None, settings.upstream_trust_env)
