@@ -6,6 +6,7 @@ every request it received."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -47,9 +48,15 @@ class Behaviour:
 
 
 class FakeUpstream:
-    def __init__(self, name: str = "fake", api_key: str = "sk-upstream-SECRET-0001") -> None:
+    def __init__(
+        self,
+        name: str = "fake",
+        api_key: str = "sk-upstream-SECRET-0001",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.api_key = api_key
+        self.tls = tls  # serve https (still bound to 127.0.0.1; its URL names "localhost")
         self.extra_keys: set[str] = set()  # more keys it accepts (several keys, one account)
         self.models = [f"{name}-model"]  # what its own GET /v1/models lists
         self.behaviour = Behaviour()
@@ -70,6 +77,8 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/v1"
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -85,7 +94,7 @@ class FakeUpstream:
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls)
             loop.run_until_complete(site.start())
             server = site._server
             assert server is not None

@@ -52,6 +52,7 @@ from tollway.store.db import (
 from tollway.store.spend import key_spend
 from tollway.store.usage_worker import DEAD_LETTER
 from tollway.store.usage_writer import write_usage
+from tollway.upstreams.egress import egress_defaults
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.shared_state import SharedPoolState
@@ -243,6 +244,7 @@ class TollwayApp:
             s.upstream_read_timeout,
             s.max_attempts,
             s.upstream_first_byte_timeout,
+            egress_defaults(s),
         )
         await relay.start()
         prices = PriceBook(await load_prices(engine, s))

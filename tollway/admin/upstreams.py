@@ -110,7 +110,8 @@ async def test_upstream(
 ) -> ups.UpstreamTestResult:
     """One real call with the stored key: `GET /models`, or a one-token chat with `model`."""
     await ups.get_upstream(engine, upstream_id)  # 404 before needing the secret key
-    result = await ups.test_upstream(engine, upstream_id, _box(request), model)
+    net = ups.egress_defaults(get_runtime(request).settings)
+    result = await ups.test_upstream(engine, upstream_id, _box(request), model, net=net)
     pool = get_runtime(request).pool
     live = next((u for u in pool.upstreams if u.db_id == upstream_id), None)
     if live is not None:  # the pool's health agrees with what the Test saw

@@ -149,7 +149,8 @@ class Local:
 
     async def test_upstream(self, upstream_id: int, model: str | None) -> ups.UpstreamTestResult:
         await ups.get_upstream(self.engine, upstream_id)  # a clear 404 first
-        return await ups.test_upstream(self.engine, upstream_id, self._box(), model)
+        net = ups.egress_defaults(self.settings)
+        return await ups.test_upstream(self.engine, upstream_id, self._box(), model, net=net)
 
     async def upstream_status(self) -> list[ups.UpstreamStatus]:
         # The pool as a gateway would load it (config file + database), without running one.

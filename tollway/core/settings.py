@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=3, ge=1, description="Upstreams tried per request before the first byte."
     )
+    upstream_ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM file of CAs trusted for HTTPS upstreams instead of the system store "
+        "(an upstream's own `ca_bundle:` wins).",
+    )
+    upstream_trust_env: bool = Field(
+        default=True,
+        description="Honour HTTPS_PROXY / HTTP_PROXY / NO_PROXY for upstream connections.",
+    )
     shutdown_drain_seconds: int = Field(
         default=30,
         ge=0,

@@ -10,6 +10,7 @@ import orjson
 
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
 from tollway.core.types import UsageEvent
+from tollway.upstreams.egress import EgressDefaults
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
 from tollway.upstreams.verdict import JUDGED_STATUSES, key_rejected, out_of_credit
@@ -86,11 +87,12 @@ class Relay:
         read_timeout: float,
         max_attempts: int,
         first_byte_timeout: float | None = None,
+        egress: EgressDefaults | None = None,
     ) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
         self.client = UpstreamClient(
-            connect_timeout, read_timeout, first_byte_timeout=first_byte_timeout
+            connect_timeout, read_timeout, first_byte_timeout=first_byte_timeout, egress=egress
         )
 
     async def start(self) -> None:
@@ -150,10 +152,10 @@ class Relay:
                     last_error = upstream_timeout()
                     _failed(event, up, model, "timeout")
                     continue
-                except UpstreamError:
-                    pool.on_failure(up, reason="connection failed")
-                    last_error = upstream_unreachable()
-                    _failed(event, up, model, "connection failed")
+                except UpstreamError as exc:  # its reason and message name no secret
+                    pool.on_failure(up, reason=exc.reason)
+                    last_error = upstream_unreachable(exc.public)
+                    _failed(event, up, model, exc.reason)
                     continue
                 except asyncio.CancelledError:  # the client left, or shutdown: keep nothing
                     if held is not None:
@@ -230,12 +232,19 @@ class Relay:
             payload = orjson.dumps({**info.foreign, "model": upstream_model})
         else:
             payload = body_for(info, body, upstream_model)
+            if up.azure is not None:  # deployment paths and api-version (upstreams/azure.py)
+                path = up.azure.path(path, upstream_model)
         self.pool.on_attempt(up)
         started = time.perf_counter()
         up.in_flight += 1
         try:
             response = await self.client.request(
-                up.base_url, method, path, self.forward_headers(headers, up, request_id), payload
+                up.base_url,
+                method,
+                path,
+                self.forward_headers(headers, up, request_id),
+                payload,
+                up.egress,
             )
         except BaseException:
             up.in_flight -= 1

@@ -5,7 +5,9 @@ Why not aiohttp's client: building its request and response objects was the larg
 cost on the proxy path (about a third of the event loop's time, py-spy; bench/README.md). This
 client writes one pre-joined request head per request and hands the response's raw header
 list and body bytes straight to the endpoint. It does only what the relay needs: one request
-per connection at a time, `Content-Length` request bodies, no redirects, no cookies, no proxy.
+per connection at a time, `Content-Length` request bodies, no redirects, no cookies. TLS and
+outbound proxies (CONNECT for https, absolute-form requests for http) are resolved once per
+origin (`upstreams/egress.py`), so a request costs the same with or without them.
 """
 
 from __future__ import annotations
@@ -14,47 +16,29 @@ import asyncio
 import ssl
 import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httptools
+
+from tollway.upstreams.egress import Egress, EgressDefaults
+
+from .upstream_route import (
+    Origin,
+    ProxyError,
+    TLSVerifyError,
+    UpstreamError,
+    open_tunnel,
+    resolve,
+)
+
+__all__ = ["Origin", "ProxyError", "TLSVerifyError", "UpstreamClient", "UpstreamError"]
 
 PAUSE_AT = 1 << 20  # buffered response bytes before we stop reading the upstream socket
 MAX_IDLE_PER_ORIGIN = 256
 METHODS_WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
-class UpstreamError(Exception):
-    """The connection failed or broke before the response was complete."""
-
-
 class _Stale(UpstreamError):
     """A reused keep-alive connection was closed by the upstream before any answer came."""
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where one base URL points, parsed once."""
-
-    host: str
-    port: int
-    tls: bool
-    host_header: bytes
-    prefix: bytes  # the base URL's path, e.g. b"/v1"
-
-    @classmethod
-    def parse(cls, base_url: str) -> Origin:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
-        default = port == (443 if tls else 80)
-        name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        host_header = name if default else f"{name}:{port}"
-        return cls(
-            parts.hostname, port, tls, host_header.encode("idna"), parts.path.encode("latin-1")
-        )
 
 
 class UpstreamResponse:
@@ -206,7 +190,9 @@ class UpstreamResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to an origin; at most one request at a time."""
 
-    def __init__(self, client: UpstreamClient, key: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, client: UpstreamClient, key: object, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.client = client
         self.key = key
         self.loop = loop
@@ -397,6 +383,7 @@ class UpstreamClient:
         keepalive: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         first_byte_timeout: float | None = None,
+        egress: EgressDefaults | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout  # idle time between two reads, once bytes came
@@ -404,25 +391,43 @@ class UpstreamClient:
         self.first_byte_timeout = read_timeout if first_byte_timeout is None else first_byte_timeout
         self.keepalive = keepalive
         self._ssl = ssl_context
-        self._origins: dict[str, Origin] = {}
-        self._idle: dict[str, list[_Connection]] = {}
+        self.egress = egress or EgressDefaults()
+        # Origins and idle connections are keyed by the base URL, or by (base URL, Egress)
+        # for an upstream with network settings of its own.
+        self._origins: dict[object, Origin] = {}
+        self._idle: dict[object, list[_Connection]] = {}
         self._all: set[_Connection] = set()
 
-    def origin(self, base_url: str) -> Origin:
-        origin = self._origins.get(base_url)
+    def origin(self, base_url: str, egress: Egress | None = None) -> Origin:
+        key = base_url if egress is None else (base_url, egress)
+        origin = self._origins.get(key)
         if origin is None:
-            origin = self._origins[base_url] = Origin.parse(base_url)
+            origin = self._origins[key] = self._resolve(base_url, egress)
         return origin
 
+    def _resolve(self, base_url: str, egress: Egress | None) -> Origin:
+        own = egress is not None or self._ssl is None  # a test's context, unless configured
+        return resolve(base_url, egress, self.egress, None if own else self._ssl)
+
     async def request(
-        self, base_url: str, method: bytes, path: bytes, headers: bytes, body: bytes
+        self,
+        base_url: str,
+        method: bytes,
+        path: bytes,
+        headers: bytes,
+        body: bytes,
+        egress: Egress | None = None,
     ) -> UpstreamResponse:
         """`path` is appended to the base URL's path (it carries the query string); `headers`
-        is a block of `name: value\\r\\n` lines (no Host, no Content-Length)."""
-        try:
-            origin = self.origin(base_url)
-        except ValueError as exc:
-            raise UpstreamError(str(exc)) from exc
+        is a block of `name: value\\r\\n` lines (no Host, no Content-Length); `egress` is the
+        upstream's own TLS/proxy settings (None: the client's defaults)."""
+        key = base_url if egress is None else (base_url, egress)
+        origin = self._origins.get(key)
+        if origin is None:
+            try:
+                origin = self._origins[key] = self._resolve(base_url, egress)
+            except (ValueError, OSError) as exc:  # a bad URL, an unreadable CA bundle
+                raise UpstreamError(str(exc)) from exc
         head = b"".join(
             (
                 method,
@@ -432,6 +437,7 @@ class UpstreamClient:
                 b" HTTP/1.1\r\nhost: ",
                 origin.host_header,
                 b"\r\n",
+                origin.extra,
                 headers,
                 b"content-length: %d\r\n\r\n" % len(body)
                 if body or method in METHODS_WITH_BODY
@@ -440,10 +446,10 @@ class UpstreamClient:
         )
         head_only = method == b"HEAD"
         while True:
-            conn = self._take_idle(base_url)
+            conn = self._take_idle(key)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(base_url, origin)
+                conn = await self._connect(key, origin)
             conn.reused = reused
             response = conn.send(head, body, head_only)
             try:
@@ -464,7 +470,7 @@ class UpstreamClient:
 
     # -- the pool ---------------------------------------------------------------------------
 
-    def _take_idle(self, key: str) -> _Connection | None:
+    def _take_idle(self, key: object) -> _Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
@@ -486,23 +492,23 @@ class UpstreamClient:
         conn.idle_since = conn.loop.time()
         idle.append(conn)
 
-    async def _connect(self, key: str, origin: Origin) -> _Connection:
+    async def _connect(self, key: object, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
-        context: ssl.SSLContext | None = None
-        if origin.tls:
-            context = self._ssl or _default_ssl()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(self, key, loop),
-                    origin.host,
-                    origin.port,
-                    ssl=context,
-                    server_hostname=origin.host if context is not None else None,
-                ),
-                self.connect_timeout,
-            )
+            conn = await asyncio.wait_for(self._open(key, origin, loop), self.connect_timeout)
+        except ssl.SSLCertVerificationError as exc:  # untrusted, expired, another host's name
+            raise TLSVerifyError(
+                f"TLS certificate verification failed for {origin.host}:{origin.port}: "
+                f"{exc.verify_message or exc}"
+            ) from exc
+        except UpstreamError:
+            raise
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
+            if origin.proxy is not None:
+                raise ProxyError(
+                    f"cannot connect to {origin.host}:{origin.port} through proxy "
+                    f"{origin.proxy.where}: {exc}"
+                ) from exc
             raise UpstreamError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
         self._all.add(conn)
         # Forget closed connections now and then so the set does not grow with churn.
@@ -510,12 +516,25 @@ class UpstreamClient:
             self._all = {c for c in self._all if not c.closed}
         return conn
 
-
-_DEFAULT_SSL: ssl.SSLContext | None = None
-
-
-def _default_ssl() -> ssl.SSLContext:
-    global _DEFAULT_SSL
-    if _DEFAULT_SSL is None:
-        _DEFAULT_SSL = ssl.create_default_context()
-    return _DEFAULT_SSL
+    async def _open(
+        self, key: object, origin: Origin, loop: asyncio.AbstractEventLoop
+    ) -> _Connection:
+        context = origin.ssl
+        proxy = origin.proxy
+        if proxy is None:
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self, key, loop),
+                origin.host,
+                origin.port,
+                ssl=context,
+                server_hostname=origin.host if context is not None else None,
+            )
+            return conn
+        if context is None:  # plain http through the proxy: absolute-form requests
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self, key, loop), proxy.host, proxy.port
+            )
+            return conn
+        return await open_tunnel(
+            loop, proxy, origin.host, origin.port, context, lambda: _Connection(self, key, loop)
+        )

@@ -5,13 +5,16 @@ a cooldown or "half open" (a model's, when the Test named one). Admin API and UI
 from __future__ import annotations
 
 from tollway.services.upstreams import UpstreamTestResult, call_upstream
+from tollway.upstreams.egress import EgressDefaults
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
 from tollway.upstreams.verdict import key_rejected, out_of_credit
 
 
-async def test_in_pool(pool: Pool, up: Upstream, model: str | None = None) -> UpstreamTestResult:
-    result = await call_upstream(up, model)
+async def test_in_pool(
+    pool: Pool, up: Upstream, model: str | None = None, net: EgressDefaults | None = None
+) -> UpstreamTestResult:
+    result = await call_upstream(up, model, net=net)
     record(pool, up, model, result)
     return result
 

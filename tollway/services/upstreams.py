@@ -32,6 +32,8 @@ from tollway.store.queries import as_utc, bump_revision, utcnow
 from tollway.store.tables import upstreams as table
 from tollway.upstreams.crypto import SecretBox, SecretKeyMissing, secret_box
 from tollway.upstreams.dbsource import upstream_from_row
+from tollway.upstreams.egress import EgressDefaults
+from tollway.upstreams.egress import egress_defaults as egress_defaults  # for admin, UI, CLI
 from tollway.upstreams.headers import check_value
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
@@ -304,30 +306,42 @@ async def test_upstream(
     box: SecretBox | None = None,
     model: str | None = None,
     wait_s: float = 20.0,
+    net: EgressDefaults | None = None,
 ) -> UpstreamTestResult:
     """One real call with the stored key: `GET /models`, or with `model` a one-token chat."""
     async with engine.connect() as conn:
         row = await _row(conn, upstream_id)
     key = _box(box).decrypt(row.api_key_enc) if row.api_key_enc else ""
-    return await call_upstream(upstream_from_row(row, key), model, wait_s)
+    return await call_upstream(upstream_from_row(row, key), model, wait_s, net)
 
 
 async def call_upstream(
-    up: Upstream, model: str | None = None, wait_s: float = 20.0
+    up: Upstream,
+    model: str | None = None,
+    wait_s: float = 20.0,
+    net: EgressDefaults | None = None,
 ) -> UpstreamTestResult:
-    headers = {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
+    """`net`: the global CA bundle and proxy settings (the upstream's own win)."""
+    headers = up.auth_headers()
+    net = net or EgressDefaults()
     started = time.perf_counter()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as http:
             if model is None:
-                request = http.get(up.base_url + "/models", headers=headers)
+                url = up.models_url()
+                request = http.get(url, headers=headers, **net.aiohttp_options(url, up.egress))
             else:
                 body = {
                     "model": up.upstream_model(model),
                     "messages": [{"role": "user", "content": "ping"}],
                     "max_tokens": 1,
                 }
-                request = http.post(up.base_url + "/chat/completions", json=body, headers=headers)
+                path = b"/chat/completions"
+                if up.azure is not None:
+                    path = up.azure.path(path, up.upstream_model(model))
+                url = up.base_url + path.decode()
+                options = net.aiohttp_options(url, up.egress)
+                request = http.post(url, json=body, headers=headers, **options)
             async with request as resp:
                 text = (await resp.read())[:2000].decode("utf-8", "replace")
                 status = resp.status

@@ -18,11 +18,15 @@ from typing import Any
 
 import aiohttp
 
+from .egress import EgressDefaults
 from .pool import Pool
 from .target import Account, Upstream
 from .verdict import MAX_JUDGED_BODY, key_rejected
 
 log = logging.getLogger("tollway.upstreams")
+
+
+NET = EgressDefaults()  # the system CA store and the environment's proxies
 
 
 class ProbeError(Exception):
@@ -54,12 +58,14 @@ def parse_openrouter(data: Any) -> float | None:
     return _number(inner.get("limit_remaining"))
 
 
-async def probe_key(session: aiohttp.ClientSession, up: Upstream, kind: str) -> float | None:
+async def probe_key(
+    session: aiohttp.ClientSession, up: Upstream, kind: str, net: EgressDefaults = NET
+) -> float | None:
     """One key's balance in USD (None: the provider sets no limit)."""
     url = up.base_url + ("/credits" if kind == "vercel" else "/key")
     headers = {"Authorization": f"Bearer {up.api_key}"}
     try:
-        async with session.get(url, headers=headers) as resp:
+        async with session.get(url, headers=headers, **net.aiohttp_options(url, up.egress)) as resp:
             if resp.status != 200:
                 body = await resp.content.read(MAX_JUDGED_BODY + 1)
                 # The relay's rule: only a 401 about our key parks it (a key without the
@@ -74,7 +80,11 @@ async def probe_key(session: aiohttp.ClientSession, up: Upstream, kind: str) -> 
 
 
 async def probe_account(
-    session: aiohttp.ClientSession, pool: Pool, acct: Account, keys: list[Upstream]
+    session: aiohttp.ClientSession,
+    pool: Pool,
+    acct: Account,
+    keys: list[Upstream],
+    net: EgressDefaults = NET,
 ) -> None:
     """Refresh one account's balance in the pool; errors are kept on the account and logged."""
     kind = acct.probe
@@ -85,7 +95,7 @@ async def probe_account(
         # The team balance: the first key that answers will do.
         for up in keys:
             try:
-                balance: float | None = await probe_key(session, up, kind)
+                balance: float | None = await probe_key(session, up, kind, net)
             except ProbeError as exc:
                 errors.append(f"{up.name}: {exc}")
                 if exc.rejected:
@@ -95,7 +105,7 @@ async def probe_account(
             return
     else:
         results = await asyncio.gather(
-            *(probe_key(session, up, kind) for up in keys), return_exceptions=True
+            *(probe_key(session, up, kind, net) for up in keys), return_exceptions=True
         )
         total: float | None = 0.0
         ok = False
@@ -117,7 +127,11 @@ async def probe_account(
 
 
 async def probe_all(
-    session: aiohttp.ClientSession, pool: Pool, only: set[str] | None = None, parallel: int = 8
+    session: aiohttp.ClientSession,
+    pool: Pool,
+    only: set[str] | None = None,
+    parallel: int = 8,
+    net: EgressDefaults = NET,
 ) -> None:
     """Probe every account with a provider probe (or only the named accounts)."""
     keys: dict[Account, list[Upstream]] = {}
@@ -128,6 +142,6 @@ async def probe_all(
 
     async def one(acct: Account, ups: list[Upstream]) -> None:
         async with gate:
-            await probe_account(session, pool, acct, ups)
+            await probe_account(session, pool, acct, ups, net)
 
     await asyncio.gather(*(one(a, u) for a, u in keys.items()))

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tollway.core.dotenv import dotenv_value
 
+from .azure import DEFAULT_API_VERSION, AzureRoute
+from .egress import Egress, Proxy
 from .headers import auth_name, check_headers, check_value, has_control
 from .policy import PoolPolicy
 from .target import Upstream
@@ -86,6 +88,15 @@ class UpstreamConfig(BaseModel):
     apis: list[Literal["openai", "anthropic"]] = Field(default=["openai"], min_length=1)
     # Keys from PocketBase; `key_list` is then the fallback when PocketBase is unreachable.
     pocketbase: PocketBaseConfig | None = None
+    # Network: a PEM file of CAs for this upstream's TLS (relative to the config file), no
+    # certificate check at all (warned about), an HTTP proxy URL or "direct".
+    ca_bundle: str | None = None
+    verify: bool = True
+    proxy: str | None = None
+    # provider "azure": the data-plane api-version ("v1": the /openai/v1 API) and which
+    # deployment serves each model (the model's own name when it is not listed).
+    api_version: str | None = None
+    deployments: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod
@@ -101,6 +112,8 @@ class UpstreamConfig(BaseModel):
         return v
 
     def model_set(self) -> frozenset[str] | None:
+        if self.models is None and self.deployments:  # Azure: the mapped models
+            return frozenset(self.deployments)
         if self.models is None or self.models == "*" or self.models == ["*"]:
             return None
         if isinstance(self.models, str):
@@ -170,13 +183,24 @@ def _build(
 ) -> Upstream:
     models = cfg.model_set()
     modelless = cfg.serves_modelless if cfg.serves_modelless is not None else models is None
+    egress = None
+    if cfg.ca_bundle is not None or not cfg.verify or cfg.proxy is not None:
+        proxy = expand_env(cfg.proxy) if cfg.proxy is not None else None
+        ca = expand_env(cfg.ca_bundle) if cfg.ca_bundle is not None else None
+        egress = Egress(ca, cfg.verify, proxy)
+    azure = None
+    aliases = dict(cfg.aliases)
+    if cfg.provider == "azure":
+        azure = AzureRoute(cfg.api_version or DEFAULT_API_VERSION, dict(cfg.deployments))
+        if azure.v1:  # the v1 API takes the deployment as the body's model
+            aliases = {**cfg.deployments, **aliases}
     try:
         return Upstream(
             name=name,
             base_url=expand_env(cfg.base_url),
             api_key=api_key,
             models=models,
-            aliases=dict(cfg.aliases),
+            aliases=aliases,
             weight=cfg.weight,
             account=account,
             serves_modelless=modelless,
@@ -189,6 +213,8 @@ def _build(
             pass_headers=frozenset(cfg.pass_headers),
             auth=cfg.auth,
             apis=frozenset(cfg.apis),
+            egress=egress,
+            azure=azure,
         )
     except ConfigError:
         raise
@@ -204,8 +230,21 @@ def check_entry(cfg: UpstreamConfig) -> None:
         if cfg.api_key:
             check_value(expand_env(cfg.api_key), "api_key")
         check_headers({n: expand_env(v) for n, v in cfg.headers.items()}, cfg.pass_headers)
+        check_network(cfg)
     except ValueError as exc:
         raise ConfigError(f"upstream {cfg.name}: {exc}") from None
+
+
+def check_network(cfg: UpstreamConfig) -> None:
+    """A proxy Tollway can use, a CA bundle that exists, Azure settings only on Azure."""
+    if cfg.proxy is not None and expand_env(cfg.proxy) not in ("", "direct"):
+        proxy = expand_env(cfg.proxy)
+        check_value(proxy, "proxy")
+        Proxy.parse(proxy)
+    if cfg.ca_bundle is not None and not Path(expand_env(cfg.ca_bundle)).is_file():
+        raise ValueError(f"ca_bundle {cfg.ca_bundle} is not a readable file")
+    if cfg.provider != "azure" and (cfg.api_version is not None or cfg.deployments):
+        raise ValueError("api_version and deployments are for provider: azure")
 
 
 def load_key_list(path: Path) -> list[dict[str, str]]:
@@ -295,6 +334,8 @@ def read_config(path: Path) -> GatewayConfig:
         if model in targets:
             raise ConfigError(f"{path}: model {model} falls back to itself")
     for cfg in config.upstreams:
+        if cfg.ca_bundle is not None and not Path(expand_env(cfg.ca_bundle)).is_absolute():
+            cfg.ca_bundle = str(path.parent / expand_env(cfg.ca_bundle))
         try:
             check_entry(cfg)
         except ConfigError as exc:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +30,7 @@ from .config import (
 )
 from .crypto import SecretBox, SecretKeyMissing, secret_box
 from .dbsource import load_db_upstreams
+from .egress import egress_defaults
 from .pocketbase import PocketBaseUnavailable, fetch_keys
 from .pool import Pool
 from .shared_state import SharedPoolState
@@ -68,13 +70,16 @@ class UpstreamManager:
             self.box: SecretBox | None = secret_box(settings, reading=True)
         except SecretKeyMissing:
             self.box = None
+        self.net = egress_defaults(settings)  # CA bundle and proxies, as the relay uses them
         self.session: aiohttp.ClientSession | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # trust_env off: every call gets its proxy from egress.py (per upstream, NO_PROXY).
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        warn_unverified(self.config.upstreams)
         for cfg in self._pocketbase_entries():
             await self.refresh_pocketbase(cfg)
         await self.reload_db()
@@ -172,7 +177,7 @@ class UpstreamManager:
         or else the keys loaded last time."""
         assert cfg.pocketbase is not None and self.session is not None
         try:
-            keys = await fetch_keys(self.session, cfg.pocketbase)
+            keys = await fetch_keys(self.session, cfg.pocketbase, self.net)
         except PocketBaseUnavailable as exc:
             path = key_list_path(cfg, self.base_dir)
             if path is not None:
@@ -230,7 +235,7 @@ class UpstreamManager:
 
     async def refresh_balances(self, accounts: set[str] | None = None) -> None:
         assert self.session is not None
-        await probe_all(self.session, self.pool, accounts)
+        await probe_all(self.session, self.pool, accounts, net=self.net)
 
     async def _balance_loop(self, interval: float) -> None:
         while True:
@@ -250,7 +255,9 @@ class UpstreamManager:
                 continue
             started = time.perf_counter()
             try:
-                async with self.session.get(up.base_url + "/models", headers=_auth(up)) as resp:
+                async with self.session.get(
+                    up.models_url(), headers=_auth(up), **self._options(up)
+                ) as resp:
                     status = resp.status
                     body = b"" if status == 200 else await resp.content.read(MAX_JUDGED_BODY + 1)
             except (aiohttp.ClientError, TimeoutError):
@@ -268,7 +275,9 @@ class UpstreamManager:
             if up.models is not None:
                 continue
             try:
-                async with self.session.get(up.base_url + "/models", headers=_auth(up)) as resp:
+                async with self.session.get(
+                    up.models_url(), headers=_auth(up), **self._options(up)
+                ) as resp:
                     if resp.status != 200:
                         continue
                     data = await resp.json(content_type=None)
@@ -287,6 +296,9 @@ class UpstreamManager:
             except Exception:
                 log.exception("model discovery failed")
             await asyncio.sleep(DISCOVERY_INTERVAL)
+
+    def _options(self, up: Upstream) -> dict[str, Any]:
+        return self.net.aiohttp_options(up.models_url(), up.egress)
 
     # -- manual balances: exact across instances, kept across restarts -------------------------
 
@@ -321,7 +333,18 @@ class UpstreamManager:
                 self.book.start_from(acct, spent)
 
 
+def warn_unverified(upstreams: list[UpstreamConfig]) -> None:
+    """Loudly, at start: upstreams whose TLS certificates are not checked at all."""
+    for up in upstreams:
+        if not up.verify:
+            log.warning(
+                "TLS VERIFICATION IS OFF for upstream %s (verify: false): anyone on the path "
+                "to %s can read and change its traffic, keys included",
+                up.name,
+                up.base_url,
+            )
+
+
 def _auth(up: Upstream) -> dict[str, str]:
     """Health checks and model discovery send what the relay sends: its headers, our key."""
-    auth = {"Authorization": f"Bearer {up.api_key}"} if up.api_key else {}
-    return {**up.headers, **auth}
+    return up.auth_headers()

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 
 from .config import PocketBaseConfig, expand_env
+from .egress import EgressDefaults
 from .headers import has_control
 
 log = logging.getLogger("tollway.upstreams")
@@ -38,14 +39,17 @@ async def _json(resp: aiohttp.ClientResponse, what: str) -> Any:
         raise PocketBaseUnavailable(f"{what} answered invalid JSON") from exc
 
 
-async def fetch_keys(session: aiohttp.ClientSession, cfg: PocketBaseConfig) -> list[dict[str, str]]:
+async def fetch_keys(
+    session: aiohttp.ClientSession, cfg: PocketBaseConfig, net: EgressDefaults | None = None
+) -> list[dict[str, str]]:
     """Every usable record as {"name", "mail", "api_key"}; raises PocketBaseUnavailable."""
     base = expand_env(cfg.url).rstrip("/")
     timeout = aiohttp.ClientTimeout(total=cfg.timeout)
+    options = (net or EgressDefaults()).aiohttp_options(base)  # the global CA and proxies
     try:
         auth_url = f"{base}/api/collections/{quote(cfg.auth_collection)}/auth-with-password"
         body = {"identity": expand_env(cfg.email), "password": expand_env(cfg.password)}
-        async with session.post(auth_url, json=body, timeout=timeout) as resp:
+        async with session.post(auth_url, json=body, timeout=timeout, **options) as resp:
             token = (await _json(resp, "login")).get("token")
         if not isinstance(token, str) or not token:
             raise PocketBaseUnavailable("login answer has no token")
@@ -55,7 +59,9 @@ async def fetch_keys(session: aiohttp.ClientSession, cfg: PocketBaseConfig) -> l
         page = 1
         while page <= MAX_PAGES:
             params = {"page": str(page), "perPage": str(cfg.per_page), "sort": "id"}
-            async with session.get(url, params=params, headers=headers, timeout=timeout) as resp:
+            async with session.get(
+                url, params=params, headers=headers, timeout=timeout, **options
+            ) as resp:
                 data = await _json(resp, f"records page {page}")
             items = data.get("items") if isinstance(data, dict) else None
             if not isinstance(items, list):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .azure import AzureRoute
+from .egress import Egress
 from .headers import auth_name, check_headers, check_value, client_drop_set, fixed_lines
 
 KNOWN_APIS = frozenset({"openai", "anthropic"})
@@ -63,6 +65,8 @@ class Upstream:
     pass_headers: frozenset[str] = frozenset()  # account-selecting client headers it lets through
     auth: str = "bearer"  # where the key goes: bearer | x-api-key | header:<Name>
     apis: frozenset[str] = frozenset({"openai"})  # the request formats it speaks natively
+    egress: Egress | None = None  # its own CA bundle / verify / proxy (None: the global ones)
+    azure: AzureRoute | None = None  # provider "azure": deployment paths and api-version
 
     # Live state (one process)
     in_flight: int = 0
@@ -95,6 +99,11 @@ class Upstream:
             check_headers(self.headers, self.pass_headers)
         except ValueError as exc:
             raise ValueError(f"upstream {self.name}: {exc}") from None
+        if self.provider == "azure":  # deployment paths; the key in `api-key`, not Bearer
+            if self.azure is None:
+                self.azure = AzureRoute()
+            if self.auth == "bearer":
+                self.auth = "header:api-key"
         field = auth_name(self.auth)  # ValueError on a bad style
         unknown = self.apis - KNOWN_APIS
         if unknown or not self.apis:
@@ -127,7 +136,24 @@ class Upstream:
             sorted(self.pass_headers),
             self.auth,
             sorted(self.apis),
+            self.egress,
+            self.azure,
         )
+
+    def auth_headers(self) -> dict[str, str]:
+        """What background calls (health checks, discovery, probes) send: its configured
+        headers and our key, the way this upstream takes it."""
+        if not self.api_key:
+            return dict(self.headers)
+        name = "api-key" if self.azure is not None else "Authorization"
+        value = self.api_key if self.azure is not None else f"Bearer {self.api_key}"
+        return {**self.headers, name: value}
+
+    def models_url(self) -> str:
+        """Where its model list is (`GET`), for health checks and discovery."""
+        if self.azure is not None:
+            return self.base_url + self.azure.models_path()
+        return self.base_url + "/models"
 
     @property
     def account_name(self) -> str:

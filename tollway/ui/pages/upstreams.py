@@ -79,7 +79,8 @@ async def test(request: Request) -> Response:
         message = f"No upstream named {name} in the pool."
     else:
         model = forms.optional_text(form, "model")
-        result = await upstream_tests.test_in_pool(ui.runtime.pool, up, model)
+        net = upstream_service.egress_defaults(ui.runtime.settings)
+        result = await upstream_tests.test_in_pool(ui.runtime.pool, up, model, net)
     tested = {"name": name, "result": result, "message": message}
     if request.headers.get("hx-request") == "true":
         return ui.render(request, "upstreams/_status.html", tested=tested, **await _status_ctx(ui))
