@@ -99,8 +99,12 @@ class Gateway:
             path: str = scope["path"]
             event = UsageEvent(time.time(), request_id, key.id, method, path)
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-                await self._models(tracked_send, key, path, base)
-                event.status = 200
+                unknown = await self._models(tracked_send, key, path, base)
+                if unknown is None:
+                    event.status = 200
+                    return
+                # Not listed, but an upstream serving every model may know it: ask it.
+                await self._proxy(scope, receive, tracked_send, key, event, base, unknown)
                 return
             await self._proxy(scope, receive, tracked_send, key, event, base)
         except GatewayError as exc:
@@ -131,7 +135,10 @@ class Gateway:
                 event.latency_ms = (time.perf_counter() - started) * 1000.0
                 self.sink.emit(event)
 
-    async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers) -> None:
+    async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers) -> str | None:
+        """Answer the listing, or one listed model, locally. Returns the id of a model that
+        is not listed but that an upstream serving every model may know (the caller relays
+        the request to it); 404 when none could."""
         allowed = key.models
         names = [m for m in self.pool.models() if allowed is None or m in allowed]
         if path == "/v1/models":
@@ -142,11 +149,14 @@ class Gateway:
         else:
             model = path[len("/v1/models/") :]
             if model not in names:
+                if model and (allowed is None or model in allowed) and self.pool.serving(model):
+                    return model
                 raise model_not_found(model)
             body = orjson.dumps(
                 {"id": model, "object": "model", "created": 0, "owned_by": "tollway"}
             )
         await send_bytes(send, 200, body, base, b"application/json")
+        return None
 
     async def _proxy(
         self,
@@ -156,10 +166,11 @@ class Gateway:
         key: KeyRecord,
         event: UsageEvent,
         base: Headers,
+        model: str | None = None,
     ) -> None:
         body = await read_body(receive, self.body_limit, self.bodies, scope["headers"])
         try:
-            await self._forward(scope, receive, send, key, event, base, body)
+            await self._forward(scope, receive, send, key, event, base, body, model)
         finally:
             self.bodies.release(len(body))  # every way out: answered, refused, failed, gone
 
@@ -172,9 +183,12 @@ class Gateway:
         event: UsageEvent,
         base: Headers,
         body: bytes,
+        path_model: str | None = None,
     ) -> None:
         headers: Headers = scope["headers"]
         info = inspect(event.endpoint, header(headers, b"content-type"), body)
+        if path_model is not None:  # GET /v1/models/{id}: the model is in the path
+            info.model = path_model
         model = info.model
         event.model = model
         event.stream = info.stream
