@@ -26,6 +26,7 @@ from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
 from tollway.gateway.body_budget import BodyBudget
+from tollway.gateway.cache import build_cache
 from tollway.gateway.draining import DrainingServer, use_for_workers
 from tollway.gateway.edge import EdgeLimits
 from tollway.gateway.endpoint import Gateway
@@ -233,7 +234,15 @@ class TollwayApp:
         sink = await _start_sink(s, writer, spool_dir)
         bodies = BodyBudget(s.max_buffered_body_bytes)
         gateway = Gateway(
-            keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices, bodies=bodies
+            keys,
+            pool,
+            relay,
+            limiter,
+            sink,
+            s.max_body_bytes,
+            price=prices,
+            bodies=bodies,
+            cache=build_cache(s),
         )
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
@@ -267,6 +276,8 @@ class TollwayApp:
         if isinstance(rt.sink.writer, UsageProcess):
             await rt.sink.writer.close()
         await rt.relay.close()
+        if rt.gateway.cache is not None:
+            await rt.gateway.cache.close()
         await rt.limiter.close()
         await rt.engine.dispose()
         self.runtime = None

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     negative_cache_ttl: float = 5.0
     revision_poll_interval: float = 1.0
 
+    # The exact response cache (gateway/cache.py): how long an answer is kept; 0 = off. Keys
+    # (`response_cache`) or requests (`x-tollway-cache: on`) opt in. In memory (an LRU of at
+    # most cache_max_bytes), or in Redis, shared, when TOLLWAY_REDIS_URL is set.
+    cache_ttl: float = Field(default=0.0, ge=0)
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
     # Web UI: how long an admin stays logged in (seconds).
     ui_session_ttl: float = Field(default=12 * 3600, gt=0)
     # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or

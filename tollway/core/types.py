@@ -45,6 +45,7 @@ class KeyRecord:
     expires_at: float | None = None  # unix seconds
     models: frozenset[str] | None = None  # allow-list; None = all
     limits: KeyLimits = field(default_factory=KeyLimits)
+    response_cache: bool = False  # answer identical requests from the response cache
 
 
 @dataclass(slots=True)
@@ -72,3 +73,4 @@ class UsageEvent:
     attempts: int = 0
     error_type: str | None = None
     fallback_from: str | None = None
+    cache_hit: bool = False  # answered from the response cache: no upstream, no cost

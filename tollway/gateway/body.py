@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tollway.core.errors import GatewayError
+
+if TYPE_CHECKING:
+    from .cache import CachePlan
 
 # Endpoints whose streams accept stream_options.include_usage.
 USAGE_OPTION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -26,6 +29,7 @@ class RequestInfo:
     multipart: bool = False
     model_span: tuple[int, int] | None = None  # where the model value sits in a multipart body
     inject_usage: bool = False  # we asked the upstream for usage the client did not ask for
+    cache: CachePlan | None = None  # the response cache's plan, when the request uses it
 
 
 def inspect(path: str, content_type: bytes | None, body: bytes) -> RequestInfo:

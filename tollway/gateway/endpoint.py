@@ -19,6 +19,7 @@ from .asgi import Headers, Message, Receive, Scope, Send, header, read_body, sen
 from .auth import KeyCache
 from .body import RequestInfo, inspect
 from .body_budget import BodyBudget
+from .cache import CachePlan, ResponseCache
 from .client_link import CANCEL_MESSAGE, GONE, TASK, uncancel
 from .guard import shutting_down, unexpected
 from .limits import Admission, Limiter
@@ -64,6 +65,7 @@ class Gateway:
         max_body_bytes: int,
         price: PriceFn | None = None,
         bodies: BodyBudget | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.keys = keys
         self.pool = pool
@@ -72,6 +74,7 @@ class Gateway:
         self.sink = sink
         self.max_body_bytes = max_body_bytes
         self.price = price
+        self.cache = cache  # None: the response cache is off (TOLLWAY_CACHE_TTL=0)
         self.open = 0  # requests in progress: shutdown waits for their usage events
         # Request-body bytes held at once in this process (a body larger than all of it: 413).
         self.bodies = bodies if bodies is not None else BodyBudget(4 * max_body_bytes)
@@ -197,6 +200,8 @@ class Gateway:
                 raise model_not_allowed(model)
             if not self.pool.knows(model):
                 raise model_not_found(model)
+        if self.cache is not None and info.json is not None:
+            info.cache = self.cache.plan(key, headers, event.endpoint, info.json)
         candidates = self.pool.candidates(model)
         if not candidates and not self.pool.fallbacks(model):
             raise no_upstream(
@@ -210,6 +215,10 @@ class Gateway:
             scope[TASK] = asyncio.current_task()
             if GONE in scope:  # it left while the body was read or the limits checked
                 raise asyncio.CancelledError(CANCEL_MESSAGE)
+            if info.cache is not None and await self._from_cache(
+                send, info.cache, event, [*base, *admission.headers]
+            ):
+                return
             attempt = await self.relay.send(
                 event.method.encode(),
                 _upstream_path(scope),
@@ -229,6 +238,8 @@ class Gateway:
                 if attempt.model is not None
                 else None
             )
+            if info.cache is not None:
+                base = [*base, (b"x-tollway-cache", b"miss")]
             await self._respond(scope, send, attempt, info, event, base, admission)
         finally:
             scope[TASK] = None  # settling is not interrupted by a late disconnect
@@ -269,6 +280,8 @@ class Gateway:
                     if up.api_key and up.api_key.encode() in payload:
                         payload = payload.replace(up.api_key.encode(), b"***")
                 await send_bytes(send, response.status, payload, out)
+                if info.cache is not None and response.status == 200 and self.cache is not None:
+                    await self.cache.put(info.cache, content_type, payload)
             else:
                 self.pool.on_success(up, (time.perf_counter() - attempt.started) * 1000.0)
                 await self._passthrough(send, response, out)
@@ -313,6 +326,7 @@ class Gateway:
         tracker = SSETracker(hide_usage_chunk=info.inject_usage)
         began = time.perf_counter()
         first = True
+        kept: list[bytes] | None = [] if info.cache is not None else None  # for the cache
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": out})
             try:
@@ -323,6 +337,8 @@ class Gateway:
                             event.ttft_ms = (time.perf_counter() - began) * 1000.0
                             first = False
                         await send({"type": "http.response.body", "body": data, "more_body": True})
+                        if kept is not None:
+                            kept.append(data)
                 rest = tracker.tail()
             except TimeoutError:
                 event.error_type = "upstream_idle_timeout"
@@ -348,6 +364,9 @@ class Gateway:
             if not tracker.saw_done and tracker.usage is None and event.error_type is None:
                 event.error_type = "upstream_stream_incomplete"
             await send({"type": "http.response.body", "body": rest, "more_body": False})
+            if kept is not None and tracker.saw_done and event.error_type is None:
+                kept.append(rest)
+                await self._keep_stream(info, kept)
         finally:
             if tracker.usage is not None:
                 _usage_into(event, tracker.usage)
@@ -355,6 +374,27 @@ class Gateway:
                 # The stream ended before its usage chunk: count what was relayed.
                 event.completion_tokens = tracker.content_chunks
                 event.total_tokens = tracker.content_chunks
+
+    async def _from_cache(
+        self, send: Send, plan: CachePlan, event: UsageEvent, base: Headers
+    ) -> bool:
+        """Answer from the cache when it holds this request: no upstream, zero cost, no
+        tokens (a hit counts against request limits, not token budgets)."""
+        assert self.cache is not None
+        hit = await self.cache.get(plan)
+        if hit is None:
+            return False
+        event.cache_hit = True
+        event.status = 200
+        event.cost_usd = 0.0
+        out = [*base, (b"x-tollway-cache", b"hit")]
+        await send_bytes(send, 200, hit.body, out, hit.content_type)
+        return True
+
+    async def _keep_stream(self, info: RequestInfo, kept: list[bytes]) -> None:
+        assert self.cache is not None and info.cache is not None
+        if sum(len(part) for part in kept) <= self.cache.max_entry_bytes:
+            await self.cache.put(info.cache, b"text/event-stream", b"".join(kept))
 
 
 def _error_event(message: str, type: str, code: str | None) -> bytes:

@@ -127,6 +127,7 @@ class KeyCreate(_KeyFields):
     budget_usd: Money | None = None
     budget_period: BudgetPeriod = "none"
     max_parallel: Count | None = None
+    response_cache: Flag = False
 
 
 class KeyUpdate(_KeyFields):
@@ -146,6 +147,7 @@ class KeyUpdate(_KeyFields):
     budget_usd: Money | None = None
     budget_period: BudgetPeriod | SkipJsonSchema[None] = None
     max_parallel: Count | None = None
+    response_cache: Flag | SkipJsonSchema[None] = None
 
 
 class KeyInfo(BaseModel):
@@ -170,6 +172,7 @@ class KeyInfo(BaseModel):
     budget_usd: float | None
     budget_period: str
     max_parallel: int | None
+    response_cache: bool = False
 
 
 class CreatedKey(BaseModel):
@@ -236,6 +239,7 @@ def _info(row: Any, now: datetime) -> KeyInfo:
         budget_usd=row.budget_usd,
         budget_period=row.budget_period,
         max_parallel=row.max_parallel,
+        response_cache=bool(row.response_cache),
     )
 
 
@@ -343,7 +347,7 @@ async def create_key(engine: AsyncEngine, data: KeyCreate | Mapping[str, Any]) -
     return CreatedKey(key=raw, info=info)
 
 
-_NOT_NULL = ("name", "enabled", "budget_period")
+_NOT_NULL = ("name", "enabled", "budget_period", "response_cache")
 
 
 async def update_key(

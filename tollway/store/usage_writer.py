@@ -168,6 +168,7 @@ RECORD_COLUMNS = (
     "attempts",
     "error_type",
     "fallback_from",
+    "cache_hit",
 )
 
 
@@ -194,6 +195,7 @@ def _record(ev: UsageEvent, ts: datetime, key_id: int | None) -> tuple[Any, ...]
         ev.attempts,
         ev.error_type,
         ev.fallback_from,
+        ev.cache_hit,
     )
 
 
