@@ -11,18 +11,23 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
+
+from tollway.gateway.cache import MemoryStore, RedisStore
+from tollway.gateway.limiting import connect
 
 from .fixtures_gateway import Stack, make_key
 from .limits_support import REDIS_URL, drop_prefix, require_redis, unique_prefix
-from .servers import GatewayThread
+from .servers import GatewayThread, free_port
 
+ADMIN = "cache-admin-secret-0123456789abcdef"
 CHAT = "/v1/chat/completions"
 BODY: dict[str, Any] = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture(scope="module")
 def st(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("cache"), cache_ttl=60.0)
+    s = Stack(tmp_path_factory.mktemp("cache"), cache_ttl=60.0, admin_secret=SecretStr(ADMIN))
     yield s
     s.stop()
 
@@ -203,3 +208,39 @@ def test_the_cli_turns_a_keys_cache_on_and_off(st: Stack, monkeypatch: pytest.Mo
             time.sleep(0.1)
     finally:
         get_settings.cache_clear()
+
+
+def test_the_admin_api_sets_a_keys_cache(st: Stack) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(
+        st.url + "/admin/api/keys", json={"name": "api", "response_cache": True}, headers=auth
+    )
+    assert made.status_code in (200, 201), made.text
+    created = made.json()
+    assert created["info"]["response_cache"] is True
+    body = {**BODY, "messages": [{"role": "user", "content": "admin api"}]}
+    post(st.url, created["key"], body)
+    assert post(st.url, created["key"], body).headers["x-tollway-cache"] == "hit"
+
+
+async def test_memory_store_expires_and_evicts_by_bytes() -> None:
+    now = [0.0]
+    store = MemoryStore(10, clock=lambda: now[0])
+    await store.put("a", b"12345", ttl=5)
+    await store.put("b", b"12345", ttl=50)
+    assert await store.get("a") == b"12345"  # now the most recently used
+    await store.put("c", b"123", ttl=50)  # 13 bytes > 10: the least recently used goes
+    assert await store.get("b") is None and await store.get("a") == b"12345"
+    await store.put("big", b"x" * 11, ttl=50)  # larger than the whole bound: not kept
+    assert await store.get("big") is None and store.size == 8
+    now[0] = 6.0
+    assert await store.get("a") is None and await store.get("c") == b"123"  # a expired
+
+
+async def test_an_unreachable_redis_is_a_miss() -> None:
+    store = RedisStore(connect(f"redis://127.0.0.1:{free_port()}/0", 0.2), "nowhere")
+    try:
+        await store.put("k", b"v", ttl=5)  # no exception
+        assert await store.get("k") is None
+    finally:
+        await store.close()
