@@ -36,6 +36,8 @@ from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
 from tollway.gateway.readiness import Readiness, Report, fleet_readiness
+from tollway.gateway.realtime import PATH as REALTIME_PATH
+from tollway.gateway.realtime import Realtime
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
 from tollway.gateway.usage_process import UsageProcess
@@ -83,6 +85,7 @@ class Runtime:
     admin_failures: FailureThrottle = field(default_factory=FailureThrottle)
     readiness: Readiness | None = None  # /readyz
     key_changes: KeyChangeFollower | None = None  # forgets exactly the keys changed anywhere
+    realtime: Realtime | None = None  # /v1/realtime WebSocket sessions
 
 
 class TollwayApp:
@@ -106,6 +109,9 @@ class TollwayApp:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             assert self.runtime is not None, "lifespan did not run"
             await self.runtime.gateway(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
+            assert self.runtime is not None and self.runtime.realtime is not None
+            await self.runtime.realtime(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == "/readyz":
             await self._readyz(send)  # raw: answers while the web side is still being built
         elif scope["type"] == "lifespan":
@@ -246,6 +252,7 @@ class TollwayApp:
         )
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
+        rt.realtime = Realtime(keys, pool, limiter, sink, prices, s.upstream_connect_timeout)
         rt.readiness = fleet_readiness(engine, pool, limiter, s.ready_timeout, s.ready_cache)
         rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
@@ -494,6 +501,7 @@ def serve(settings: Settings | None = None) -> None:
         workers=s.workers,
         loop="uvloop",
         http=TollwayHttpProtocol,
+        ws="websockets-sansio",  # /v1/realtime
         lifespan="on",
         access_log=False,
         # Forwarded headers are honoured by TollwayApp itself, and only from
