@@ -87,7 +87,7 @@ def test_the_browser_subprotocol_carries_the_key(rt: tuple[Rig, FakeRealtime]) -
 
 
 def test_an_open_session_holds_a_parallel_slot(rt: tuple[Rig, FakeRealtime]) -> None:
-    rig, fake = rt
+    rig, _ = rt
     key = make_key(rig.db_url, max_parallel=1)
     url = rig.url.replace("http://", "ws://") + f"/v1/realtime?model={MODEL}"
     headers = {"Authorization": f"Bearer {key}"}
