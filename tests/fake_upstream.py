@@ -163,6 +163,12 @@ class FakeUpstream:
         if request.method == "GET" and request.path == "/v1/models" and b.mode == "ok":
             data = [{"id": m, "object": "model", "owned_by": self.name} for m in self.models]
             return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+        if request.method == "GET" and request.path.startswith("/v1/models/") and b.mode == "ok":
+            model = request.path[len("/v1/models/") :]
+            if model not in self.models:
+                return _error(404, f"The model `{model}` does not exist", code="model_not_found")
+            answer = {"id": model, "object": "model", "created": 1, "owned_by": self.name}
+            return web.json_response(answer, dumps=_dumps)
         if b.delay and await self._abandoned_while_waiting(request, b.delay):
             return web.Response(status=499)  # nobody reads it: the connection is closed
         if b.mode == "error":

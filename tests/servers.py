@@ -60,6 +60,7 @@ class GatewayThread:
             port=self.settings.port,
             loop="uvloop",
             http=TollwayHttpProtocol,
+            ws="websockets-sansio",  # as `tollway serve`
             lifespan="on",
             access_log=False,
             log_level="warning",

@@ -26,6 +26,7 @@ from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
 from tollway.gateway.body_budget import BodyBudget
+from tollway.gateway.cache import build_cache
 from tollway.gateway.draining import DrainingServer, use_for_workers
 from tollway.gateway.edge import EdgeLimits
 from tollway.gateway.endpoint import Gateway
@@ -35,6 +36,8 @@ from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, PriceBook, prices_from_config
 from tollway.gateway.readiness import Readiness, Report, fleet_readiness
+from tollway.gateway.realtime import PATH as REALTIME_PATH
+from tollway.gateway.realtime import Realtime
 from tollway.gateway.relay import Relay
 from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
 from tollway.gateway.usage_process import UsageProcess
@@ -88,6 +91,7 @@ class Runtime:
     key_changes: KeyChangeFollower | None = None  # forgets exactly the keys changed anywhere
     observe: Observability | None = None  # metrics, request log, traces (tollway/observe)
     alerts: AlertMonitor | None = None  # budget/expiry/upstream alerts to webhooks
+    realtime: Realtime | None = None  # /v1/realtime WebSocket sessions
 
 
 class TollwayApp:
@@ -111,6 +115,9 @@ class TollwayApp:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             assert self.runtime is not None, "lifespan did not run"
             await self.runtime.gateway(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
+            assert self.runtime is not None and self.runtime.realtime is not None
+            await self.runtime.realtime(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == "/readyz":
             await self._readyz(send)  # raw: answers while the web side is still being built
         elif scope["type"] == "lifespan":
@@ -252,12 +259,21 @@ class TollwayApp:
         sink = await _start_sink(s, writer, spool_dir)
         bodies = BodyBudget(s.max_buffered_body_bytes)
         gateway = Gateway(
-            keys, pool, relay, limiter, sink, s.max_body_bytes, price=prices, bodies=bodies
+            keys,
+            pool,
+            relay,
+            limiter,
+            sink,
+            s.max_body_bytes,
+            price=prices,
+            bodies=bodies,
+            cache=build_cache(s),
         )
         rt = Runtime(s, engine, pool, keys, relay, limiter, sink, gateway, upstreams=upstreams)
         rt.prices = prices
         rt.observe = Observability(s, pool, sink, lambda: gateway.refused)
         rt.observe.start()
+        rt.realtime = Realtime(keys, pool, limiter, sink, prices, s.upstream_connect_timeout)
         rt.readiness = fleet_readiness(engine, pool, limiter, s.ready_timeout, s.ready_cache)
         rt.readiness.draining = self.draining
         rt.admin = await _load_admin(engine, s)
@@ -298,6 +314,8 @@ class TollwayApp:
         if isinstance(rt.sink.writer, UsageProcess):
             await rt.sink.writer.close()
         await rt.relay.close()
+        if rt.gateway.cache is not None:
+            await rt.gateway.cache.close()
         await rt.limiter.close()
         await rt.engine.dispose()
         self.runtime = None
@@ -519,6 +537,7 @@ def serve(settings: Settings | None = None) -> None:
         workers=s.workers,
         loop="uvloop",
         http=TollwayHttpProtocol,
+        ws="websockets-sansio",  # /v1/realtime
         lifespan="on",
         access_log=False,
         # Forwarded headers are honoured by TollwayApp itself, and only from

@@ -57,6 +57,15 @@ MaxParallel = Annotated[
     int | None, limit_opt("--max-parallel", help="Concurrent requests; 0 = unlimited.")
 ]
 
+ResponseCache = Annotated[
+    bool | None,
+    typer.Option(
+        "--cache/--no-cache",
+        help="Answer this key's identical requests from the response cache.",
+        show_default=False,
+    ),
+]
+
 
 def _limits(
     rpm: int | None,
@@ -108,6 +117,7 @@ def create_key(
     budget: Budget = None,
     budget_period: Period = None,
     max_parallel: MaxParallel = None,
+    cache: ResponseCache = None,
     as_json: JsonFlag = False,
     url: Url = None,
     admin_secret: AdminSecret = None,
@@ -119,6 +129,8 @@ def create_key(
         data["expires_at"] = days_from_now(expires)
     if models is not None:
         data["models"] = models_list(models)
+    if cache is not None:
+        data["response_cache"] = cache
     created = run(url, admin_secret, lambda b: b.create_key(data))
     show_secret(created, as_json, "Created")
 
@@ -232,6 +244,7 @@ def update_key(
     budget: Budget = None,
     budget_period: Period = None,
     max_parallel: MaxParallel = None,
+    cache: ResponseCache = None,
     as_json: JsonFlag = False,
     url: Url = None,
     admin_secret: AdminSecret = None,
@@ -246,6 +259,8 @@ def update_key(
         changes["expires_at"] = days_from_now(expires) if expires else None
     if models is not None:
         changes["models"] = models_list(models)
+    if cache is not None:
+        changes["response_cache"] = cache
     if not changes:
         raise typer.BadParameter("nothing to change: give at least one option")
     info = run(url, admin_secret, lambda b: b.update_key(key_id, changes))

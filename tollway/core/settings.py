@@ -210,6 +210,19 @@ class Settings(BaseSettings):
         description="Seconds between checks for admin changes made by other instances.",
     )
 
+    cache_ttl: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds an answer stays in the exact response cache (0: cache off). Keys "
+        "(`response_cache`) or requests (`x-tollway-cache: on`) opt in; kept in memory, or in "
+        "Redis (shared) when TOLLWAY_REDIS_URL is set.",
+    )
+    cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Bytes the in-memory response cache may hold (one answer: at most an eighth).",
+    )
+
     # Alerts (README "Alerts").
     alert_interval: float = Field(
         default=30.0,

@@ -45,6 +45,7 @@ class KeyRecord:
     expires_at: float | None = None  # unix seconds
     models: frozenset[str] | None = None  # allow-list; None = all
     limits: KeyLimits = field(default_factory=KeyLimits)
+    response_cache: bool = False  # answer identical requests from the response cache
 
 
 @dataclass(slots=True)
@@ -80,3 +81,4 @@ class UsageEvent:
     error_message: str | None = None  # failed rows: what the client was told (bounded later)
     # Failed attempts before the answer, [upstream, model, why]; None (no list) on success.
     failures: list[list[str | None]] | None = None
+    cache_hit: bool = False  # answered from the response cache: no upstream, no cost

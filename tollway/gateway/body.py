@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tollway.core.errors import GatewayError
+
+if TYPE_CHECKING:
+    from .cache import CachePlan
 
 # Endpoints whose streams accept stream_options.include_usage.
 USAGE_OPTION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -30,6 +33,7 @@ class RequestInfo:
     # The request in the other API's format, when an upstream may need it (see apis.prepare).
     foreign: dict[str, Any] | None = None
     foreign_path: bytes = b""
+    cache: CachePlan | None = None  # the response cache's plan, when the request uses it
 
 
 def inspect(path: str, content_type: bytes | None, body: bytes) -> RequestInfo:

@@ -20,6 +20,7 @@ from .asgi import Headers, Message, Receive, Scope, Send, header, read_body, sen
 from .auth import KeyCache
 from .body import RequestInfo, inspect
 from .body_budget import BodyBudget
+from .cache import CachePlan, ResponseCache
 from .client_link import CANCEL_MESSAGE, GONE, TASK, uncancel
 from .error_text import error_message
 from .guard import shutting_down, unexpected
@@ -66,6 +67,7 @@ class Gateway:
         max_body_bytes: int,
         price: PriceFn | None = None,
         bodies: BodyBudget | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.keys = keys
         self.pool = pool
@@ -74,6 +76,7 @@ class Gateway:
         self.sink = sink
         self.max_body_bytes = max_body_bytes
         self.price = price
+        self.cache = cache  # None: the response cache is off (TOLLWAY_CACHE_TTL=0)
         self.open = 0  # requests in progress: shutdown waits for their usage events
         # Requests refused before a key was known (no usage event), by code: for metrics.
         self.refused: dict[str, int] = {}
@@ -104,8 +107,12 @@ class Gateway:
             path: str = scope["path"]
             event = UsageEvent(time.time(), request_id, key.id, method, path)
             if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-                await self._models(tracked_send, key, path, base, api)
-                event.status = 200
+                unknown = await self._models(tracked_send, key, path, base, api)
+                if unknown is None:
+                    event.status = 200
+                    return
+                # Not listed, but an upstream serving every model may know it: ask it.
+                await self._proxy(scope, receive, tracked_send, key, event, base, api, unknown)
                 return
             await self._proxy(scope, receive, tracked_send, key, event, base, api)
         except GatewayError as exc:
@@ -144,7 +151,12 @@ class Gateway:
                         event.first_byte_ms = (event.first_byte_ms - started) * 1000.0
                 self.sink.emit(event)
 
-    async def _models(self, send: Send, key: KeyRecord, path: str, base: Headers, api: Api) -> None:
+    async def _models(
+        self, send: Send, key: KeyRecord, path: str, base: Headers, api: Api
+    ) -> str | None:
+        """Answer the listing, or one listed model, locally. Returns the id of a model that
+        is not listed but that an upstream serving every model may know (the caller relays
+        the request to it); 404 when none could."""
         allowed = key.models
         names = [m for m in self.pool.models() if allowed is None or m in allowed]
         if api is not OPENAI:  # Anthropic's list shape (Claude Code's model discovery)
@@ -157,11 +169,14 @@ class Gateway:
         else:
             model = path[len("/v1/models/") :]
             if model not in names:
+                if model and (allowed is None or model in allowed) and self.pool.serving(model):
+                    return model
                 raise model_not_found(model)
             body = orjson.dumps(
                 {"id": model, "object": "model", "created": 0, "owned_by": "tollway"}
             )
         await send_bytes(send, 200, body, base, b"application/json")
+        return None
 
     async def _proxy(
         self,
@@ -172,10 +187,11 @@ class Gateway:
         event: UsageEvent,
         base: Headers,
         api: Api,
+        model: str | None = None,
     ) -> None:
         body = await read_body(receive, self.body_limit, self.bodies, scope["headers"])
         try:
-            await self._forward(scope, receive, send, key, event, base, body, api)
+            await self._forward(scope, receive, send, key, event, base, body, api, model)
         finally:
             self.bodies.release(len(body))  # every way out: answered, refused, failed, gone
 
@@ -189,9 +205,12 @@ class Gateway:
         base: Headers,
         body: bytes,
         api: Api,
+        path_model: str | None = None,
     ) -> None:
         headers: Headers = scope["headers"]
         info = inspect(event.endpoint, header(headers, b"content-type"), body)
+        if path_model is not None:  # GET /v1/models/{id}: the model is in the path
+            info.model = path_model
         model = info.model
         event.model = model
         event.stream = info.stream
@@ -200,6 +219,8 @@ class Gateway:
                 raise model_not_allowed(model)
             if not self.pool.knows(model):
                 raise model_not_found(model)
+        if self.cache is not None and info.json is not None:
+            info.cache = self.cache.plan(key, headers, event.endpoint, info.json)
         candidates = self.pool.candidates(model)
         if api is not OPENAI or self.pool.mixed_apis:  # which upstreams speak it, translation
             candidates = prepare(api, info, event.endpoint, self.pool, candidates)
@@ -216,6 +237,10 @@ class Gateway:
             scope[TASK] = asyncio.current_task()
             if GONE in scope:  # it left while the body was read or the limits checked
                 raise asyncio.CancelledError(CANCEL_MESSAGE)
+            if info.cache is not None and await self._from_cache(
+                send, info.cache, event, [*base, *admission.headers]
+            ):
+                return
             attempt = await self.relay.send(
                 event.method.encode(),
                 _upstream_path(scope),
@@ -237,6 +262,8 @@ class Gateway:
                 if attempt.model is not None
                 else None
             )
+            if info.cache is not None:
+                base = [*base, (b"x-tollway-cache", b"miss")]
             await self._respond(scope, send, attempt, info, event, base, admission, api)
         finally:
             scope[TASK] = None  # settling is not interrupted by a late disconnect
@@ -275,7 +302,7 @@ class Gateway:
                     if translated
                     else api.tracker(info.inject_usage)
                 )
-                await self._stream(scope, send, attempt, event, out, tracker, api)
+                await self._stream(scope, send, attempt, event, out, tracker, api, info)
             elif content_type.startswith(JSON_TYPE) or response.status >= 400:
                 payload = await response.read()
                 if response.status < 400:
@@ -295,6 +322,8 @@ class Gateway:
                     if translated:
                         payload = api.foreign_error(response.status, payload)
                 await send_bytes(send, response.status, payload, out)
+                if info.cache is not None and response.status == 200 and self.cache is not None:
+                    await self.cache.put(info.cache, content_type, payload)
             else:
                 self.pool.on_success(
                     up, (time.perf_counter() - attempt.started) * 1000.0, attempt.model
@@ -337,10 +366,12 @@ class Gateway:
         out: Headers,
         tracker: Tracker,
         api: Api,
+        info: RequestInfo,
     ) -> None:
         response = attempt.response
         began = time.perf_counter()
         first = True
+        kept: list[bytes] | None = [] if info.cache is not None else None  # for the cache
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": out})
             try:
@@ -351,6 +382,8 @@ class Gateway:
                             event.ttft_ms = (time.perf_counter() - began) * 1000.0
                             first = False
                         await send({"type": "http.response.body", "body": data, "more_body": True})
+                        if kept is not None:
+                            kept.append(data)
                 rest = tracker.tail()
             except TimeoutError:
                 event.error_type = "upstream_idle_timeout"
@@ -372,6 +405,9 @@ class Gateway:
             if not tracker.saw_done and tracker.usage is None and event.error_type is None:
                 event.error_type = "upstream_stream_incomplete"
             await send({"type": "http.response.body", "body": rest, "more_body": False})
+            if kept is not None and tracker.saw_done and event.error_type is None:
+                kept.append(rest)
+                await self._keep_stream(info, kept)
         finally:
             if tracker.usage is not None:
                 _usage_into(event, tracker.usage)
@@ -379,6 +415,27 @@ class Gateway:
                 # The stream ended before its usage chunk: count what was relayed.
                 event.completion_tokens = tracker.content_chunks
                 event.total_tokens = tracker.content_chunks
+
+    async def _from_cache(
+        self, send: Send, plan: CachePlan, event: UsageEvent, base: Headers
+    ) -> bool:
+        """Answer from the cache when it holds this request: no upstream, zero cost, no
+        tokens (a hit counts against request limits, not token budgets)."""
+        assert self.cache is not None
+        hit = await self.cache.get(plan)
+        if hit is None:
+            return False
+        event.cache_hit = True
+        event.status = 200
+        event.cost_usd = 0.0
+        out = [*base, (b"x-tollway-cache", b"hit")]
+        await send_bytes(send, 200, hit.body, out, hit.content_type)
+        return True
+
+    async def _keep_stream(self, info: RequestInfo, kept: list[bytes]) -> None:
+        assert self.cache is not None and info.cache is not None
+        if sum(len(part) for part in kept) <= self.cache.max_entry_bytes:
+            await self.cache.put(info.cache, b"text/event-stream", b"".join(kept))
 
 
 def _cancelled(event: UsageEvent, client_gone: bool, sent: bool) -> None:

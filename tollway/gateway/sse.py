@@ -1,5 +1,6 @@
-"""Watch an SSE stream as it passes: pick out usage, drop the usage-only chunk that the
-client did not ask for, count content chunks in case the stream ends early."""
+"""Watch an SSE stream as it passes: pick out usage, drop the usage-only chunk and the
+`"usage":null` members that the client did not ask for, count content chunks in case the
+stream ends early."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 import orjson
 
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
+# What asking for usage adds to every chunk (OpenAI's compact JSON). After a comma it can only
+# be a member of an object: inside a JSON string the quote would be escaped.
+_ADDED_NULL_USAGE = b',"usage":null'
 
 
 def normalize_usage(usage: Any) -> dict[str, int] | None:
@@ -83,6 +87,8 @@ class SSETracker:
             return b""
         self._pending = data[cut:]
         ready = data[:cut]
+        if self.hide_usage_chunk:  # the client did not ask: `"usage":null` was our doing
+            ready = ready.replace(_ADDED_NULL_USAGE, b"")
         if b'"usage"' not in ready or _USAGE_OBJECT.search(ready) is None:
             self._count(ready)  # content only (and maybe [DONE]): forwarded as it is
             return ready
@@ -92,6 +98,8 @@ class SSETracker:
         """Whatever is left when the stream ends: a last event without its blank line, which
         gets one, or a client would never dispatch it."""
         rest, self._pending = self._pending, b""
+        if self.hide_usage_chunk:
+            rest = rest.replace(_ADDED_NULL_USAGE, b"")
         out = self._filter(rest) if rest else b""
         return out + b"\n\n" if out.strip() else out
 

@@ -128,6 +128,7 @@ class KeyCreate(_KeyFields):
     budget_usd: Money | None = None
     budget_period: BudgetPeriod = "none"
     max_parallel: Count | None = None
+    response_cache: Flag = False
 
 
 class KeyUpdate(_KeyFields):
@@ -147,6 +148,7 @@ class KeyUpdate(_KeyFields):
     budget_usd: Money | None = None
     budget_period: BudgetPeriod | SkipJsonSchema[None] = None
     max_parallel: Count | None = None
+    response_cache: Flag | SkipJsonSchema[None] = None
 
 
 class KeyInfo(BaseModel):
@@ -173,6 +175,7 @@ class KeyInfo(BaseModel):
     max_parallel: int | None
     # Spend, tokens, requests today and the badge (active/expired/exhausted/limited/disabled).
     summary: KeySummary | None = None
+    response_cache: bool = False
 
 
 class CreatedKey(BaseModel):
@@ -239,6 +242,7 @@ def _info(row: Any, now: datetime) -> KeyInfo:
         budget_usd=row.budget_usd,
         budget_period=row.budget_period,
         max_parallel=row.max_parallel,
+        response_cache=bool(row.response_cache),
     )
 
 
@@ -353,7 +357,7 @@ async def create_key(engine: AsyncEngine, data: KeyCreate | Mapping[str, Any]) -
     return CreatedKey(key=raw, info=info)
 
 
-_NOT_NULL = ("name", "enabled", "budget_period")
+_NOT_NULL = ("name", "enabled", "budget_period", "response_cache")
 
 
 async def update_key(

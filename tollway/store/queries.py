@@ -73,6 +73,7 @@ _KEY_COLUMNS = (
     api_keys.c.budget_usd,
     api_keys.c.budget_period,
     api_keys.c.max_parallel,
+    api_keys.c.response_cache,
 )
 
 
@@ -97,6 +98,7 @@ def key_record_from_row(row: Any) -> KeyRecord:
             budget_period=row.budget_period or "none",
             max_parallel=row.max_parallel,
         ),
+        response_cache=bool(row.response_cache),
     )
 
 

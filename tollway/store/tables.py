@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -54,6 +55,8 @@ api_keys = Table(
     Column("budget_usd", Float),
     Column("budget_period", String(16), nullable=False, default="none"),
     Column("max_parallel", Integer),
+    # Exact response cache for this key's requests (gateway/cache.py); off unless asked.
+    Column("response_cache", Boolean, nullable=False, server_default=false()),
     Column("metadata", JSON),
     # Never reuse a deleted key's id: its usage history must not pass to a new key.
     sqlite_autoincrement=True,
@@ -124,6 +127,7 @@ usage_records = Table(
     Column("first_byte_ms", Float),
     Column("error_message", String(500)),
     Column("failures", Text),
+    Column("cache_hit", Boolean, nullable=False, server_default=false()),
     Index("ix_usage_records_ts", "ts"),
     Index("ix_usage_records_key_ts", "key_id", "ts"),
     # One row per request: replays and retries insert with ON CONFLICT DO NOTHING.

@@ -181,6 +181,7 @@ RECORD_COLUMNS = (
     "first_byte_ms",
     "error_message",
     "failures",
+    "cache_hit",
 )
 
 
@@ -212,6 +213,7 @@ def _record(ev: UsageEvent, ts: datetime, key_id: int | None) -> tuple[Any, ...]
         ev.first_byte_ms,
         ev.error_message,
         orjson.dumps(ev.failures).decode() if ev.failures else None,
+        ev.cache_hit,
     )
 
 

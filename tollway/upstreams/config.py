@@ -138,7 +138,8 @@ class RoutingConfig(BaseModel):
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)  # model -> models to try next
     balance_refresh_interval: float = Field(default=300.0, ge=0)  # 0: never probe
     health_check_interval: float = Field(default=0.0, ge=0)  # active checks; 0: passive only
-    discover_models: bool = False  # ask "every model" upstreams for their /v1/models
+    discover_models: bool = True  # ask "every model" upstreams for their /v1/models
+    discovery_interval: float = Field(default=600.0, gt=0)  # seconds between discoveries
     cooldown_base: float = Field(default=1.0, gt=0)
     cooldown_max: float = Field(default=60.0, gt=0)
     retry_after_max: float = Field(default=600.0, gt=0)

@@ -40,7 +40,6 @@ from .verdict import MAX_JUDGED_BODY, key_rejected
 
 log = logging.getLogger("tollway.upstreams")
 SPEND_SAVE_INTERVAL = 30.0
-DISCOVERY_INTERVAL = 600.0
 
 
 class UpstreamManager:
@@ -97,7 +96,7 @@ class UpstreamManager:
         if r.health_check_interval > 0:
             self._every(loop, r.health_check_interval, self._fleet_job(self.check_health))
         if r.discover_models:
-            self.tasks.append(loop.create_task(self._discovery_loop()))
+            self.tasks.append(loop.create_task(self._discovery_loop(r.discovery_interval)))
         if self.engine is not None:
             self._every(loop, SPEND_SAVE_INTERVAL, self.save_spend)
 
@@ -289,13 +288,13 @@ class UpstreamManager:
                     str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")
                 )
 
-    async def _discovery_loop(self) -> None:
+    async def _discovery_loop(self, interval: float) -> None:
         while True:
             try:
                 await self.discover_models()
             except Exception:
                 log.exception("model discovery failed")
-            await asyncio.sleep(DISCOVERY_INTERVAL)
+            await asyncio.sleep(interval)
 
     def _options(self, up: Upstream) -> dict[str, Any]:
         return self.net.aiohttp_options(up.models_url(), up.egress)
