@@ -50,6 +50,7 @@ ALL_TARGETS = [
     "bare-w2",
     "bare-aiohttp",
     "tollway",
+    "tollway-observe",
     "tollway-redis",
     "tollway-w2",
     "litellm",
@@ -123,6 +124,9 @@ def start_targets(ctx: Ctx, names: list[str], installed: dict[str, peers.Peer]) 
             t = start_bare(ctx, name)
         elif name == "tollway":
             t = start_tollway(ctx, name, workers=1, redis_url=None)
+        elif name == "tollway-observe":  # the same with /metrics and the request log on
+            observe = {"TOLLWAY_METRICS_TOKEN": "bench-metrics", "TOLLWAY_REQUEST_LOG": "true"}
+            t = start_tollway(ctx, name, workers=1, redis_url=None, extra_env=observe)
         elif name in ("tollway-redis", "tollway-w2"):
             url = next(redis, None)
             if url is None:

@@ -145,7 +145,13 @@ def start_bare(ctx: Ctx, name: str = "bare") -> Target:
 # --- Tollway -------------------------------------------------------------------------------------
 
 
-def start_tollway(ctx: Ctx, name: str, workers: int, redis_url: str | None) -> Target:
+def start_tollway(
+    ctx: Ctx,
+    name: str,
+    workers: int,
+    redis_url: str | None,
+    extra_env: dict[str, str] | None = None,
+) -> Target:
     """A fresh SQLite database, a key with every limit set, then `tollway serve`."""
     port = free_port()
     home = ctx.tmp / name
@@ -172,9 +178,12 @@ def start_tollway(ctx: Ctx, name: str, workers: int, redis_url: str | None) -> T
     }
     if redis_url:
         env["TOLLWAY_REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     t = Target(name, f"http://{HOST}:{port}", first_byte=True)
     backend = f"Redis {redis_url.rsplit('/', 1)[-1]}" if redis_url else "in-process"
     t.note = f"{workers} worker(s); auth+limits ({backend})+usage (SQLite)"
+    if extra_env:
+        t.note += "; " + ", ".join(sorted(extra_env))
 
     def setup(*cmd: str) -> str | None:
         # cwd=home: a .env in the caller's directory must not leak into the benchmark.

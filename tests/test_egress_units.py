@@ -17,7 +17,13 @@ from tollway.gateway.upstream_http import UpstreamClient, UpstreamError
 from tollway.services.upstreams import call_upstream
 from tollway.upstreams import egress
 from tollway.upstreams.balance import probe_key
-from tollway.upstreams.config import ConfigError, GatewayConfig, UpstreamConfig, read_config
+from tollway.upstreams.config import (
+    ConfigError,
+    GatewayConfig,
+    RoutingConfig,
+    UpstreamConfig,
+    read_config,
+)
 from tollway.upstreams.egress import Egress, EgressDefaults, Proxy, egress_defaults, proxy_url_for
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
@@ -142,7 +148,9 @@ async def test_background_calls_use_the_ca_bundle_and_the_proxy(
             UpstreamConfig(**entry, ca_bundle=str(ca.pem), proxy=proxy.url),
             UpstreamConfig(**{**entry, "name": "bg-untrusted"}, proxy="direct"),
             UpstreamConfig(**{**entry, "name": "bg-insecure", "models": ["x"]}, verify=False),
-        ]
+        ],
+        # Discovery runs below, by hand: the background one would add a tunnel of its own.
+        routing=RoutingConfig(discover_models=False),
     )
     settings = Settings(upstream_trust_env=False, database_url="sqlite+aiosqlite://")
     manager = UpstreamManager(Pool(), settings, None, config=config, base_dir=tmp_path)

@@ -232,6 +232,7 @@ async def test_key_stats_exact(engine: AsyncEngine) -> None:
     assert s.totals.model_dump() == {
         "requests": 5,
         "errors": 1,
+        "client_errors": 0,  # the one error is a 502: upstream-side
         "prompt_tokens": 208,
         "completion_tokens": 40,
         "total_tokens": 248,

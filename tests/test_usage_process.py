@@ -157,8 +157,8 @@ async def test_worker_loop_answers_each_batch(tmp_path: Path) -> None:
 
 
 def test_in_memory_database_writes_inline() -> None:
-    from tollway.app import _usage_writer
     from tollway.core.settings import Settings
+    from tollway.wiring import usage_writer as _usage_writer
 
     memory = Settings(database_url="sqlite+aiosqlite:///:memory:")
     engine = create_engine(memory.database_url)

@@ -360,8 +360,8 @@ def test_fsync_setting_syncs_every_write(tmp_path: Path, monkeypatch: pytest.Mon
 async def test_a_spool_that_cannot_be_opened_is_loud_and_the_gateway_serves(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tollway.app import _start_sink
     from tollway.core.settings import Settings
+    from tollway.wiring import start_sink as _start_sink
 
     url = await migrated(f"sqlite+aiosqlite:///{tmp_path}/t.db")
     blocked = tmp_path / "not-a-directory"

@@ -10,7 +10,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -21,7 +20,6 @@ from tollway.core.ids import new_request_id, reseed
 from tollway.core.server_secret import ensure_server_secret, server_secret
 from tollway.core.settings import Settings, get_settings
 from tollway.core.throttle import FailureThrottle
-from tollway.core.types import UsageEvent
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
@@ -32,33 +30,35 @@ from tollway.gateway.edge import EdgeLimits
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.key_changes import KeyChangeFollower
-from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
 from tollway.gateway.limits import Limiter
-from tollway.gateway.pricing import Price, PriceBook, prices_from_config
+from tollway.gateway.pricing import PriceBook
 from tollway.gateway.readiness import Readiness, Report, fleet_readiness
 from tollway.gateway.realtime import PATH as REALTIME_PATH
 from tollway.gateway.realtime import Realtime
 from tollway.gateway.relay import Relay
-from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
+from tollway.gateway.usage import UsageSink
 from tollway.gateway.usage_process import UsageProcess
 from tollway.observe import Observability
-from tollway.services import prices as price_service
-from tollway.services.admin_secret import AdminVerifier, load_verifier
+from tollway.services.admin_secret import AdminVerifier
 from tollway.store import queries
 from tollway.store.db import (
     create_engine,
     engine_options,
     is_sqlite,
     migrate_sync,
-    pgbouncer_url,
 )
-from tollway.store.spend import key_spend
-from tollway.store.usage_worker import DEAD_LETTER
-from tollway.store.usage_writer import write_usage
 from tollway.upstreams.egress import egress_defaults
 from tollway.upstreams.manager import UpstreamManager
 from tollway.upstreams.pool import Pool
-from tollway.upstreams.shared_state import SharedPoolState
+from tollway.wiring import (
+    build_limiter,
+    load_admin,
+    load_prices,
+    requests_settled,
+    shared_state,
+    start_sink,
+    usage_writer,
+)
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -228,14 +228,14 @@ class TollwayApp:
         server_secret(s)  # a secret file others can read stops the start (BadSecretFile)
         engine = create_engine(s.database_url, **engine_options(s))
         pool = Pool()
-        upstreams = UpstreamManager(pool, s, engine, shared=_shared_state(s, pool))
+        upstreams = UpstreamManager(pool, s, engine, shared=shared_state(s, pool))
         await upstreams.start()
 
         async def load_key(key_hash: str) -> Any:
             return await queries.load_key_by_hash(engine, key_hash)
 
         spool_dir = s.spool_path()
-        writer = _usage_writer(s, engine, spool_dir)
+        writer = usage_writer(s, engine, spool_dir)
 
         keys = KeyCache(
             load_key,
@@ -255,8 +255,8 @@ class TollwayApp:
         )
         await relay.start()
         prices = PriceBook(await load_prices(engine, s))
-        limiter = _build_limiter(s, engine)
-        sink = await _start_sink(s, writer, spool_dir)
+        limiter = build_limiter(s, engine)
+        sink = await start_sink(s, writer, spool_dir)
         bodies = BodyBudget(s.max_buffered_body_bytes)
         gateway = Gateway(
             keys,
@@ -276,7 +276,7 @@ class TollwayApp:
         rt.realtime = Realtime(keys, pool, limiter, sink, prices, s.upstream_connect_timeout)
         rt.readiness = fleet_readiness(engine, pool, limiter, s.ready_timeout, s.ready_cache)
         rt.readiness.draining = self.draining
-        rt.admin = await _load_admin(engine, s)
+        rt.admin = await load_admin(engine, s)
         rt.key_changes = KeyChangeFollower(engine, keys.invalidate)
         await rt.key_changes.start()
         rt.revisions = await queries.read_revisions(engine)
@@ -307,7 +307,7 @@ class TollwayApp:
             await rt.alerts.close()
         if rt.upstreams is not None:
             await rt.upstreams.stop()
-        await _requests_settled(rt.gateway)
+        await requests_settled(rt.gateway)
         await rt.sink.stop()
         if rt.observe is not None:
             await rt.observe.close()
@@ -348,95 +348,6 @@ class TollwayApp:
                     log.warning("could not reload upstreams", exc_info=True)
                     continue  # try again next poll
             rt.revisions = current
-
-
-async def _requests_settled(gateway: Gateway, wait: float = 5.0) -> None:
-    """Requests that uvicorn cancelled at the end of the drain time still send their final
-    error event and emit their usage event: give them a few loop turns before the sink stops."""
-    for _ in range(int(wait / 0.01)):
-        if not gateway.open:
-            return
-        await asyncio.sleep(0.01)
-    if gateway.open:
-        log.error("%d request(s) still open at shutdown: their usage is not recorded", gateway.open)
-
-
-async def load_prices(engine: AsyncEngine, s: Settings) -> dict[str, Price]:
-    """The config file's `prices:`, overridden by prices set in the database."""
-    table = prices_from_config(s.config_path())
-    for p in await price_service.list_prices(engine):
-        table[p.model] = Price(p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok)
-    return table
-
-
-async def _start_sink(s: Settings, writer: UsageWriter, spool_dir: Path | None) -> UsageSink:
-    """The sink over its spool, after the spools of dead processes are replayed (written
-    before serving when the database lets us within the shutdown timeout; the rest is written
-    first by the background task). A spool that cannot be opened is logged at ERROR and the
-    gateway serves without it (`sink.healthy` False): usage still reaches the database, but a
-    crash loses what is in memory."""
-    spool = None
-    if spool_dir is not None:
-        try:
-            spool = open_spool(spool_dir, s.spool_fsync)
-        except OSError as exc:
-            log.error("usage spool %s cannot be opened: %s; serving without it", spool_dir, exc)
-    sink = UsageSink(
-        writer, s.usage_batch_size, s.usage_flush_interval, spool, s.usage_shutdown_timeout
-    )
-    sink.healthy = spool is not None or spool_dir is None
-    if sink.replay():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sink.flush(), s.usage_shutdown_timeout)
-    sink.start()
-    return sink
-
-
-def _usage_writer(s: Settings, engine: AsyncEngine, spool_dir: Path | None = None) -> UsageWriter:
-    """Usage rows are written by a child process (`usage_writer: process`, the default), or
-    on this event loop (`inline`; also for an in-memory SQLite database, which a second
-    process could not see)."""
-    if s.usage_writer == "process" and ":memory:" not in s.database_url:
-        # One connection (pool_size=1 in the child); PgBouncer mode travels in its URL.
-        url = pgbouncer_url(s.database_url) if s.db_pgbouncer else s.database_url
-        return UsageProcess(url, spool_dir)
-    dead_letter = spool_dir / DEAD_LETTER if spool_dir is not None else None
-
-    async def write(events: list[UsageEvent]) -> None:
-        await write_usage(engine, events, dead_letter)
-
-    return write
-
-
-def _build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
-    """In-process limits, or Redis-shared ones when TOLLWAY_REDIS_URL is set."""
-
-    async def seed(key_id: int, since: float) -> tuple[int, float]:
-        return await key_spend(engine, key_id, since)
-
-    if s.redis_url:
-        limiter = RedisLimiter(connect(s.redis_url, s.redis_timeout), s.redis_prefix, seed)
-        limiter.start()
-        log.info("limits shared through Redis (key prefix %r)", s.redis_prefix)
-        return limiter
-    return LocalLimiter(seed)
-
-
-def _shared_state(s: Settings, pool: Pool) -> SharedPoolState | None:
-    """With Redis, the instances share pool health, manual spend and one probe runner."""
-    if not s.redis_url:
-        return None
-    client = connect(s.redis_url, s.redis_timeout)
-    return SharedPoolState(client, s.redis_prefix, pool, lease_ttl=s.pool_lease_ttl)
-
-
-async def _load_admin(engine: AsyncEngine, s: Settings) -> AdminVerifier:
-    """The admin secret's verifier; a too-short TOLLWAY_ADMIN_SECRET keeps the admin side off."""
-    try:
-        return await load_verifier(engine, s)
-    except ValueError as exc:
-        log.error("admin API and UI disabled: %s", exc)
-        return AdminVerifier(None)
 
 
 def _tune_gc() -> None:

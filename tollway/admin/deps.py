@@ -150,7 +150,7 @@ async def prices_changed(request: Request) -> None:
     """This instance's price book reloads before answering; others within a poll."""
     rt = request.app.state.get_runtime()
     if rt is not None and rt.prices is not None:
-        from tollway.app import load_prices  # the app module is loaded when a runtime exists
+        from tollway.wiring import load_prices  # loaded with the app: a runtime exists
 
         try:
             rt.prices.replace(await load_prices(rt.engine, rt.settings))

@@ -19,7 +19,7 @@ DONE = {"saved": "Price saved.", "removed": "Price removed: that model's cost is
 
 async def _reload(ui: UI) -> None:
     """This instance's price book now (others follow the "prices" revision within a second)."""
-    from tollway.app import load_prices  # loaded: the runtime exists
+    from tollway.wiring import load_prices  # loaded: the runtime exists
 
     rt = ui.runtime
     if rt.prices is not None:
