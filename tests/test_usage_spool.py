@@ -438,3 +438,22 @@ async def test_events_dropped_from_memory_stay_in_the_spool(
     finally:
         await engine.dispose()
     consistent(await totals(url), 8, 36)
+
+
+def test_segments_of_earlier_versions_and_other_field_lists_are_read(tmp_path: Path) -> None:
+    """A line of objects (earlier versions) and rows under a header naming a field this
+    version does not know: both replay; a torn line is skipped, not fatal."""
+    path = tmp_path / "usage-1-old-1.spool"
+    old = {"ts": 1.0, "request_id": "old-1", "key_id": 1, "method": "POST", "endpoint": "/v1/x"}
+    header = {"fields": ["ts", "request_id", "key_id", "method", "endpoint", "gone_field"]}
+    path.write_bytes(
+        orjson.dumps(old)
+        + b"\n"
+        + orjson.dumps(header)
+        + b"\n"
+        + orjson.dumps([[2.0, "new-1", 1, "POST", "/v1/y", "x"]])
+        + b"\n"
+        + b'[[3.0, "torn'
+    )
+    events = read_events(path)
+    assert [(e.request_id, e.endpoint) for e in events] == [("old-1", "/v1/x"), ("new-1", "/v1/y")]

@@ -2,8 +2,9 @@
 
 One process writes its own segment files (`usage-<pid>-<random>-<n>.spool`), each held under
 an exclusive `flock` while the process lives, so processes sharing a directory (workers,
-instances) tell a live file from one left by a dead process. A segment is one orjson event per
-line; the sink appends all the events of one loop turn with one `os.write` (no fsync: the page
+instances) tell a live file from one left by a dead process. A segment holds a line naming the
+fields, then a line per loop turn: that turn's events as one orjson array of rows, appended
+with one `os.write` (no fsync: the page
 cache survives a crash of the process; `TOLLWAY_SPOOL_FSYNC` covers a power loss too, at a
 cost). A segment is deleted once the database has every event in it; what is left when a
 process dies or cannot reach the database is replayed by the next process to start.
@@ -15,8 +16,10 @@ import contextlib
 import fcntl
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -25,6 +28,12 @@ from tollway.core.types import UsageEvent
 log = logging.getLogger("tollway.usage")
 
 PATTERN = "usage-*.spool"
+
+# Events are written as rows of values (no member names: a third of the bytes, and
+# `attrgetter` builds a row in C); a segment's first line names the fields, in order.
+FIELDS = tuple(f.name for f in fields(UsageEvent))
+ROW = attrgetter(*FIELDS)
+HEADER = orjson.dumps({"fields": FIELDS}) + b"\n"
 
 
 @dataclass(slots=True)
@@ -36,6 +45,7 @@ class Segment:
     unwritten: int = 0
     keep: bool = False  # some events were dropped from memory: only a replay may delete it
     closed: bool = False
+    headed: bool = False  # its field-names line is written
 
 
 @dataclass
@@ -71,7 +81,13 @@ class Spool:
         """One write for the lot; raises OSError when the disk refuses (full, read-only)."""
         seg = self.current
         seg.unwritten += len(events)  # counted even if the write fails: deleted only when done
-        data = b"\n".join([orjson.dumps(ev) for ev in events]) + b"\n"
+        # One line a turn, the turn's events as one JSON array of rows: one orjson call, not
+        # one per event, and no member names (py-spy: the per-event objects cost 3 % of the
+        # proxy's CPU; rows cost about half).
+        data = orjson.dumps([ROW(ev) for ev in events]) + b"\n"
+        if not seg.headed:
+            data = HEADER + data
+            seg.headed = True
         view = memoryview(data)
         while view:
             n = os.write(seg.fd, view)
@@ -139,15 +155,32 @@ class Spool:
 
 
 def read_events(path: Path) -> list[UsageEvent]:
-    """A segment's events. A line that does not parse (a write torn by a full disk or a power
-    loss) is logged and skipped: its event never made it to disk."""
-    events = []
+    """A segment's events: a line holds one loop turn's events as a JSON array (or, as
+    written by earlier versions, one event). A line that does not parse (a write torn by a
+    full disk or a power loss) is logged and skipped: its events never made it to disk."""
+    events: list[UsageEvent] = []
+    names: tuple[str, ...] = FIELDS
     with path.open("rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                events.append(UsageEvent(**orjson.loads(line)))
-            except (orjson.JSONDecodeError, TypeError):
+                data = orjson.loads(line)
+                if isinstance(data, dict) and "fields" in data:
+                    names = tuple(data["fields"])  # the field order its rows follow
+                    continue
+                items: list[Any] = data if isinstance(data, list) else [data]
+                events.extend([_event(item, names) for item in items])
+            except (orjson.JSONDecodeError, TypeError, ValueError):
                 log.error("usage spool %s line %d is not an event; skipped", path.name, number)
     return events
+
+
+def _event(item: Any, names: tuple[str, ...]) -> UsageEvent:
+    """A row (values in `names` order) or, from earlier versions, an object with names. Fields
+    this version does not know are dropped; ones it added keep their defaults."""
+    values = dict(zip(names, item, strict=True)) if isinstance(item, list) else item
+    return UsageEvent(**{k: v for k, v in values.items() if k in KNOWN})
+
+
+KNOWN = frozenset(FIELDS)
