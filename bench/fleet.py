@@ -60,6 +60,7 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
 
 
 def measure(n: int, env: dict[str, str], key: str, args: argparse.Namespace, tmp: Path) -> float:
+    (tmp / f"logs-{n}").mkdir()
     procs = Processes(tmp / f"logs-{n}")
     wrk, _ = find_tools()
     try:
@@ -106,6 +107,7 @@ def main() -> int:
     _, nginx = find_tools()
     with tempfile.TemporaryDirectory(prefix="tollway-fleet-") as tmpdir, signals_raise():
         tmp = Path(tmpdir)
+        (tmp / "upstream-logs").mkdir()
         upstream = Processes(tmp / "upstream-logs")
         up_port = free_port()
         upstream.start("upstream", nginx_cmd(nginx, upstream_conf(tmp / "upstream", up_port)))
