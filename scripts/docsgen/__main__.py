@@ -31,7 +31,9 @@ PAGES: dict[str, Callable[[], str]] = {
 
 # The site's screenshots: docs/<name> <- test-artifacts/ui/<shot> (written by tests/test_ui_*.py).
 SCREENSHOTS = {
-    "ui-dashboard.png": "dashboard-desktop.png",
+    "ui-dashboard.png": "dashboard-split-desktop.png",
+    "ui-key-page.png": "key-page-desktop.png",
+    "ui-request-detail.png": "usage-detail-desktop.png",
     "ui-playground.png": "playground-chat-desktop.png",
     "ui-keys.png": "keys-desktop.png",
     "ui-usage.png": "usage-desktop.png",
