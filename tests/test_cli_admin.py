@@ -326,6 +326,19 @@ def test_upstreams_remote_and_local(live: Stack, remote: list[str], monkeypatch:
     assert "cli-up" in run("upstreams", "status", *remote)[0]
     _, stderr = run("upstreams", "test", "999", *remote, code=1)
     assert "999" in stderr
+    # A failed test reads as words (the upstream's code and message), never its raw JSON or
+    # the stored key.
+    wrong = json.loads(
+        run(
+            "upstreams", "add", "-n", "cli-wrong", "--base-url", live.b.base_url,
+            "--api-key", "-", "--models", "cli-model", "--json", *remote,
+            input="sk-wrong-upstream-key\n",
+        )[0]
+    )  # fmt: skip
+    _, stderr = run("upstreams", "test", str(wrong["id"]), *remote, code=1)
+    assert "failed HTTP 401: invalid_api_key: Incorrect API key provided" in stderr
+    assert "{" not in stderr and "sk-wrong-upstream-key" not in stderr
+    run("upstreams", "remove", str(wrong["id"]), "--yes", *remote)
 
     # The same database, read directly: the CLI on the gateway's host.
     monkeypatch.setenv("TOLLWAY_DATABASE_URL", live.db_url)

@@ -250,3 +250,18 @@ async def test_migration_backfills_daily_rollups(db_url: str) -> None:
 
 def as_day(value: object) -> int:
     return value.day if isinstance(value, datetime) else int(str(value)[8:10])
+
+
+async def test_csv_writes_an_unknown_cost_as_a_dash(engine: AsyncEngine) -> None:
+    """A request without a price has no cost: "—" in the CSV, never 0 or a blank."""
+    unpriced = UsageEvent(T0.timestamp(), "r-unpriced", None, "POST", "/v1/chat/completions")
+    priced = UsageEvent(T0.timestamp() + 1, "r-priced", None, "POST", "/v1/chat/completions")
+    priced.cost_usd = 0.0000002
+    await write_usage(engine, [unpriced, priced])
+    rows = list(
+        csv.DictReader(io.StringIO("".join([c async for c in await usage.export_csv(engine)])))
+    )
+    assert [(r["request_id"], r["cost_usd"]) for r in rows] == [
+        ("r-unpriced", "—"),
+        ("r-priced", "0.0000002"),
+    ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
+import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tollway.cli.backend import Backend, run
@@ -155,7 +157,8 @@ def test_upstream(
     elif result.ok:
         out.print(f"[green]ok[/green] {num(result.status)} in {result.latency_ms:.0f} ms")
     else:
-        err.print(f"[red]failed[/red] {num(result.status)}: {result.message}")
+        status = f"HTTP {result.status}" if result.status is not None else "no answer"
+        err.print(f"[red]failed[/red] {status}: {escape(readable_error(result.message))}")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -184,3 +187,22 @@ def upstream_status(
     out.print(table)
     if not url:
         out.print("(configured pool; pass --url for a running gateway's live figures)")
+
+
+def readable_error(message: str) -> str:
+    """An upstream's error body in words: `code: message` from an OpenAI- or Anthropic-shaped
+    JSON error, else the text as it came (already cut and with the key masked)."""
+    try:
+        data = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return message
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, str):
+        return error
+    if not isinstance(error, dict):
+        return message
+    text = error.get("message")
+    label = error.get("code") or error.get("type")
+    if not isinstance(text, str):
+        return message
+    return f"{label}: {text}" if isinstance(label, str) and label else text

@@ -166,9 +166,10 @@ async def _export(
             rec = row._asdict()
             rec["ts"] = as_utc(row.ts).isoformat()
             rec["stream"] = bool(row.stream)
+            # Text that could be a formula is escaped; an unknown cost is "—", never 0 or blank.
             writer.writerow(
-                [cell(rec[f]) for f in CSV_FIELDS]
-            )  # text that could be a formula is escaped
+                ["—" if f == "cost_usd" and rec[f] is None else cell(rec[f]) for f in CSV_FIELDS]
+            )
         yield _flush(buf)
         last = int(rows[-1].id)
 
