@@ -493,16 +493,21 @@ def test_rpm_exact_across_two_workers(workers: Workers) -> None:
 @pytest.mark.redis
 def test_token_quota_exact_across_two_workers(workers: Workers) -> None:
     # 20 answers of 14 tokens each: all admitted (at most 266 used before the last one), then
-    # the quota of 280 is used up exactly, whichever worker counted which answer.
-    key = make_key(workers.db_url, token_quota=280)
+    # the quota of 280 is used up exactly, whichever worker counted which answer. The kernel
+    # may hand a whole burst to one worker on a busy machine: then the round proves nothing
+    # about two workers, and another key tries again (at most 5 rounds).
     url = workers.proc.url + "/v1/chat/completions"
-    first = run_async(burst(url, key, 20))
-    assert [r.status_code for r in first] == [200] * 20
-    # The quota is charged before the usage row is queued, so once all 20 rows are written
-    # every charge has landed.
-    rows = key_rows(workers.db_url, {r.headers["x-request-id"] for r in first})
-    assert sorted(r.total_tokens for r in rows) == [14] * 20
-    second = run_async(burst(url, key, 40))
-    assert len({worker_of(r) for r in first + second}) == 2
-    for err in refusals(second, "insufficient_quota"):
-        assert "280 of 280 tokens used" in err["message"]
+    for _ in range(5):
+        key = make_key(workers.db_url, token_quota=280)
+        first = run_async(burst(url, key, 20))
+        assert [r.status_code for r in first] == [200] * 20
+        # The quota is charged before the usage row is queued, so once all 20 rows are
+        # written every charge has landed.
+        rows = key_rows(workers.db_url, {r.headers["x-request-id"] for r in first})
+        assert sorted(r.total_tokens for r in rows) == [14] * 20
+        second = run_async(burst(url, key, 40))
+        for err in refusals(second, "insufficient_quota"):
+            assert "280 of 280 tokens used" in err["message"]
+        if len({worker_of(r) for r in first + second}) == 2:
+            return
+    raise AssertionError("5 rounds of 60 requests never reached both workers")
