@@ -1,7 +1,7 @@
 """One log line per request, from the usage event (so it holds what the usage row holds: no
-key, no upstream key, no prompt, no answer). Lines are built by a sink observer after the
-responses went out and handed to a `QueueListener` thread that writes them: the event loop
-never waits on stderr.
+key, no upstream key, no prompt, no answer). A sink observer hands a loop turn's events (after
+the responses went out) to a `QueueListener` thread, which builds their lines and writes them:
+the event loop neither formats nor waits on stderr.
 
 Levels: INFO for a request that succeeded, WARNING for one refused or failed on the client's
 side (4xx), ERROR for an upstream or gateway failure; `TOLLWAY_REQUEST_LOG_LEVEL` is the least
@@ -13,6 +13,7 @@ import logging
 import queue
 import sys
 import time
+from collections.abc import Callable
 from logging.handlers import QueueListener
 from typing import IO, Any
 
@@ -37,9 +38,18 @@ def level_of(event: UsageEvent) -> int:
     return logging.INFO
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted (lines come in time order)
+
+
 def _iso(ts: float) -> str:
+    global _second
     ms = int(ts * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{ms:03d}Z"
+    second = int(ts)
+    last, text = _second
+    if second != last:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+        _second = (second, text)
+    return f"{text}.{ms:03d}Z"
 
 
 def json_line(event: UsageEvent, level: int) -> str:
@@ -76,12 +86,27 @@ def _text(value: Any) -> str:
     `=` or anything unprintable, so no client-chosen name can forge a field or a line."""
     if value is None:
         return "-"
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        found = _TEXTS.get(value)
+        if found is not None:
+            return found
+    elif isinstance(value, float):
         return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.8f}"
     text = str(value)
     if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
-        return text
-    return orjson.dumps(text).decode()
+        token = text
+    else:
+        token = orjson.dumps(text).decode()
+    if kind is str and len(_TEXTS) < MAX_TEXTS:
+        _TEXTS[value] = token
+    return token
+
+
+MAX_TEXTS = 4096  # strings remembered as tokens (methods, endpoints, models, upstreams, errors)
+_TEXTS: dict[str, str] = {}
 
 
 def text_line(event: UsageEvent, level: int) -> str:
@@ -97,6 +122,20 @@ def text_line(event: UsageEvent, level: int) -> str:
     )
 
 
+class _Lines:
+    """A record's message: the lines of a turn's events, made when it is written."""
+
+    __slots__ = ("events", "line")
+
+    def __init__(self, events: list[UsageEvent], line: Callable[[UsageEvent, int], str]):
+        self.events = events
+        self.line = line
+
+    def __str__(self) -> str:
+        line = self.line
+        return "\n".join([line(e, level_of(e)) for e in self.events])
+
+
 class RequestLog:
     def __init__(self, fmt: str = "text", level: str = "info", stream: IO[str] | None = None):
         self.min_level = _LEVELS[level]
@@ -110,15 +149,14 @@ class RequestLog:
         self.lines = 0
 
     def observe(self, events: list[UsageEvent]) -> None:
-        """A loop turn's events: one record carrying their lines, one queue put."""
-        lines = []
-        for event in events:
-            level = level_of(event)
-            if level >= self.min_level:
-                lines.append(self._line(event, level))
-        if lines:
-            self.lines += len(lines)
-            record = logging.LogRecord(LOGGER, logging.INFO, "", 0, "\n".join(lines), None, None)
+        """A loop turn's events: one record carrying them, one queue put. Their lines are
+        built when the writer thread formats the record, not on the event loop."""
+        if self.min_level > logging.INFO:
+            events = [e for e in events if level_of(e) >= self.min_level]
+        if events:
+            self.lines += len(events)
+            lines = _Lines(events, self._line)
+            record = logging.LogRecord(LOGGER, logging.INFO, "", 0, lines, None, None)
             self._queue.put_nowait(record)
 
     def close(self) -> None:
