@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -92,10 +93,11 @@ def main() -> None:
     except ImportError:
         print("tracing: not measured (pip install -e '.[otel]')")
 
-    def drain() -> None:  # stop() returns once the thread wrote everything queued
+    def drain() -> None:  # close() returns once the thread wrote everything queued
         for log in (text_log, json_log):
-            log._listener.stop()
-            log._listener.start()
+            log.close()
+            log._thread = threading.Thread(target=log._write, daemon=True)
+            log._thread.start()
 
     for per_turn in (1, 16):
         measure("metrics", metrics.observe, args.n, per_turn)
