@@ -71,9 +71,12 @@ def status_class(status: int) -> str:
 def error_class(event: UsageEvent) -> str:
     """`none`, `client` (refused for the client's request or key, or the client left),
     `upstream` (the upstream's failure or error answer) or `gateway` (Tollway's own)."""
-    error = event.error_type
+    return error_class_of(event.status, event.error_type)
+
+
+def error_class_of(status: int, error: str | None) -> str:
     if error is None:
-        return "none" if event.status < 400 else "client"
+        return "none" if status < 400 else "client"
     if error in UPSTREAM_ERRORS:
         return "upstream"
     if error in GATEWAY_ERRORS:

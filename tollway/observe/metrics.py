@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +24,10 @@ from tollway.core.types import UsageEvent
 from tollway.gateway.usage import UsageSink
 from tollway.upstreams.pool import Pool
 
-from .classify import LIMIT_REFUSALS, error_class, error_label, status_class
+from .classify import LIMIT_REFUSALS, error_class_of, error_label, status_class
 
 MAX_MODELS = 1000  # more distinct model names than this: the rest are "other"
+MAX_SERIES = 10_000  # cached event kinds (client-chosen model names): beyond, start afresh
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -145,6 +148,8 @@ class Metrics:
         )
         self._known: frozenset[str] = frozenset()
         self._children: dict[tuple[Any, ...], Any] = {}
+        # (model, upstream, status, error type) -> the children such an event counts in
+        self._series: dict[tuple[str | None, str | None, int, str | None], tuple[Any, ...]] = {}
         self._seen: dict[tuple[str, str], float] = {}  # last totals read from pool and sink
         self._write_ok = self.write_seconds.labels("ok")
         self._write_failed = self.write_seconds.labels("failed")
@@ -162,28 +167,74 @@ class Metrics:
         return child
 
     def observe(self, events: list[UsageEvent]) -> None:
-        known = self._known
-        child = self._child
+        """A turn's events are summed per (model, upstream, status, error) first, then each
+        sum reaches its prometheus children once: one `inc` per series per turn, not one per
+        event and series (the lock and call overhead was most of the cost)."""
+        turn: dict[tuple[str | None, str | None, int, str | None], list[Any]] = {}
         for e in events:
-            name = e.model
-            model = name if name in known else ("none" if name is None else "other")
-            upstream = e.upstream or "none"
-            klass = error_class(e)
-            child(self.requests, model, upstream, status_class(e.status), klass).inc()
-            if klass != "none":
-                child(self.errors, klass, error_label(e.error_type)).inc()
-                if e.error_type in LIMIT_REFUSALS:
-                    child(self.limit_refusals, e.error_type).inc()
-            if e.latency_ms is not None:
-                child(self.latency, model).observe(e.latency_ms / 1000.0)
-            if e.ttft_ms is not None:
-                child(self.ttft, model).observe(e.ttft_ms / 1000.0)
+            key = (e.model, e.upstream, e.status, e.error_type)
+            acc = turn.get(key)
+            if acc is None:
+                acc = turn[key] = [0, 0, 0, 0.0, [], []]
+            acc[0] += 1
             if e.prompt_tokens:
-                child(self.tokens, model, upstream, "input").inc(e.prompt_tokens)
+                acc[1] += e.prompt_tokens
             if e.completion_tokens:
-                child(self.tokens, model, upstream, "output").inc(e.completion_tokens)
+                acc[2] += e.completion_tokens
             if e.cost_usd:
-                child(self.cost, model, upstream).inc(e.cost_usd)
+                acc[3] += e.cost_usd
+            if e.latency_ms is not None:
+                acc[4].append(e.latency_ms / 1000.0)
+            if e.ttft_ms is not None:
+                acc[5].append(e.ttft_ms / 1000.0)
+        series = self._series
+        for key, (n, prompt, completion, cost, latencies, ttfts) in turn.items():
+            found = series.get(key)
+            if found is None:
+                if len(series) >= MAX_SERIES:
+                    series.clear()
+                found = series[key] = self._resolve(*key)
+            requests, errors, refusals, latency, ttft, tokens_in, tokens_out, cost_child = found
+            requests.inc(n)
+            if errors is not None:
+                errors.inc(n)
+                if refusals is not None:
+                    refusals.inc(n)
+            if latencies:
+                _observe_all(latency, latencies)
+            if ttfts:
+                _observe_all(ttft, ttfts)
+            if prompt:
+                tokens_in.inc(prompt)
+            if completion:
+                tokens_out.inc(completion)
+            if cost:
+                cost_child.inc(cost)
+
+    def _resolve(
+        self, name: str | None, upstream_name: str | None, status: int, error_type: str | None
+    ) -> tuple[Any, ...]:
+        """The children one kind of event counts in (cached per kind until the known models
+        change)."""
+        model = name if name in self._known else ("none" if name is None else "other")
+        upstream = upstream_name or "none"
+        klass = error_class_of(status, error_type)
+        child = self._child
+        errors = refusals = None
+        if klass != "none":
+            errors = child(self.errors, klass, error_label(error_type))
+            if error_type in LIMIT_REFUSALS:
+                refusals = child(self.limit_refusals, error_type)
+        return (
+            child(self.requests, model, upstream, status_class(status), klass),
+            errors,
+            refusals,
+            child(self.latency, model),
+            child(self.ttft, model),
+            child(self.tokens, model, upstream, "input"),
+            child(self.tokens, model, upstream, "output"),
+            child(self.cost, model, upstream),
+        )
 
     def on_write(self, events: int, seconds: float, ok: bool) -> None:
         (self._write_ok if ok else self._write_failed).observe(seconds)
@@ -195,7 +246,10 @@ class Metrics:
         names: set[str] = set(pool.policy.fallbacks)
         for up in pool.upstreams:
             names |= up.public_models()
-        self._known = frozenset(sorted(names)[:MAX_MODELS])
+        known = frozenset(sorted(names)[:MAX_MODELS])
+        if known != self._known:
+            self._known = known
+            self._series.clear()  # a model's label may have changed
         now = pool.clock()
         for up in pool.upstreams:
             name = up.name
@@ -236,6 +290,23 @@ class Metrics:
         if self.mp_dir is not None:
             with contextlib.suppress(OSError):
                 mark_process_dead(os.getpid(), self.mp_dir)  # type: ignore[no-untyped-call]
+
+
+def _observe_all(histogram: Any, values: list[float]) -> None:
+    """`histogram.observe(v)` for each value, with one `inc` per bucket hit and one for the
+    sum (prometheus-client's own bucketing, by bisection: the first bound >= the value)."""
+    if len(values) == 1:
+        histogram.observe(values[0])
+        return
+    bounds = histogram._upper_bounds
+    hits: dict[int, int] = {}
+    for v in values:
+        i = bisect_left(bounds, v)
+        hits[i] = hits.get(i, 0) + 1
+    buckets = histogram._buckets
+    for i, count in hits.items():
+        buckets[i].inc(count)
+    histogram._sum.inc(math.fsum(values))
 
 
 def _forget_dead_processes(path: str) -> None:

@@ -1,7 +1,7 @@
 """One log line per request, from the usage event (so it holds what the usage row holds: no
-key, no upstream key, no prompt, no answer). Lines are built by a sink observer after the
-responses went out and handed to a `QueueListener` thread that writes them: the event loop
-never waits on stderr.
+key, no upstream key, no prompt, no answer). A sink observer gathers the events (after the
+responses went out) and every 50 ms hands them to a writer thread, which builds their lines and
+writes them: the event loop neither formats nor waits on stderr.
 
 Levels: INFO for a request that succeeded, WARNING for one refused or failed on the client's
 side (4xx), ERROR for an upstream or gateway failure; `TOLLWAY_REQUEST_LOG_LEVEL` is the least
@@ -9,11 +9,13 @@ severe level written."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import sys
+import threading
 import time
-from logging.handlers import QueueListener
+import traceback
 from typing import IO, Any
 
 import orjson
@@ -23,6 +25,7 @@ from tollway.core.types import UsageEvent
 from .classify import error_class
 
 LOGGER = "tollway.requests"
+HAND_OVER_SECONDS = 0.05  # the loop gives gathered lines to the writer thread this often
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING", logging.ERROR: "ERROR"}
 _JSON_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
@@ -37,9 +40,18 @@ def level_of(event: UsageEvent) -> int:
     return logging.INFO
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted (lines come in time order)
+
+
 def _iso(ts: float) -> str:
+    global _second
     ms = int(ts * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{ms:03d}Z"
+    second = int(ts)
+    last, text = _second
+    if second != last:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+        _second = (second, text)
+    return f"{text}.{ms:03d}Z"
 
 
 def json_line(event: UsageEvent, level: int) -> str:
@@ -76,12 +88,27 @@ def _text(value: Any) -> str:
     `=` or anything unprintable, so no client-chosen name can forge a field or a line."""
     if value is None:
         return "-"
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        found = _TEXTS.get(value)
+        if found is not None:
+            return found
+    elif isinstance(value, float):
         return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.8f}"
     text = str(value)
     if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
-        return text
-    return orjson.dumps(text).decode()
+        token = text
+    else:
+        token = orjson.dumps(text).decode()
+    if kind is str and len(_TEXTS) < MAX_TEXTS:
+        _TEXTS[value] = token
+    return token
+
+
+MAX_TEXTS = 4096  # strings remembered as tokens (methods, endpoints, models, upstreams, errors)
+_TEXTS: dict[str, str] = {}
 
 
 def text_line(event: UsageEvent, level: int) -> str:
@@ -101,26 +128,51 @@ class RequestLog:
     def __init__(self, fmt: str = "text", level: str = "info", stream: IO[str] | None = None):
         self.min_level = _LEVELS[level]
         self._line = json_line if fmt == "json" else text_line
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        # The handler is ours: what the app's logging config does to other loggers is left alone.
-        self._listener = QueueListener(self._queue, handler)
-        self._listener.start()
+        self._stream = stream if stream is not None else sys.stderr
+        self._queue: queue.SimpleQueue[list[UsageEvent] | None] = queue.SimpleQueue()
+        self._pending: list[UsageEvent] = []  # gathered on the loop until the next hand-over
+        self._thread = threading.Thread(target=self._write, name="tollway-request-log", daemon=True)
+        self._thread.start()
         self.lines = 0
 
     def observe(self, events: list[UsageEvent]) -> None:
-        """A loop turn's events: one record carrying their lines, one queue put."""
-        lines = []
-        for event in events:
-            level = level_of(event)
-            if level >= self.min_level:
-                lines.append(self._line(event, level))
-        if lines:
-            self.lines += len(lines)
-            record = logging.LogRecord(LOGGER, logging.INFO, "", 0, "\n".join(lines), None, None)
-            self._queue.put_nowait(record)
+        """A loop turn's events join those gathered since the last hand-over; the writer thread
+        gets them every HAND_OVER_SECONDS (waking it, and its GIL turn, once per turn was most
+        of the cost), builds their lines and writes them: the event loop does neither."""
+        if self.min_level > logging.INFO:
+            events = [e for e in events if level_of(e) >= self.min_level]
+        if not events:
+            return
+        self.lines += len(events)
+        if self._pending:
+            self._pending += events
+            return
+        self._pending = list(events)
+        try:
+            asyncio.get_running_loop().call_later(HAND_OVER_SECONDS, self._hand_over)
+        except RuntimeError:  # no loop (called directly): at once
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        events, self._pending = self._pending, []
+        if events:
+            self._queue.put(events)
+
+    def _write(self) -> None:
+        get, line, stream = self._queue.get, self._line, self._stream
+        while True:
+            events = get()
+            if events is None:
+                return
+            try:
+                text = "\n".join([line(e, level_of(e)) for e in events])
+                stream.write(text + "\n")
+                stream.flush()
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
 
     def close(self) -> None:
-        """Writes what is queued, then stops the thread."""
-        self._listener.stop()
+        """Writes what is gathered and queued, then stops the thread."""
+        self._hand_over()
+        self._queue.put(None)
+        self._thread.join()
