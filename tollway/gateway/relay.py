@@ -11,6 +11,7 @@ import orjson
 from tollway.core.errors import GatewayError, no_upstream, upstream_timeout, upstream_unreachable
 from tollway.core.types import UsageEvent
 from tollway.upstreams.egress import EgressDefaults
+from tollway.upstreams.headers import HOP_BY_HOP
 from tollway.upstreams.pool import Pool
 from tollway.upstreams.target import Upstream
 from tollway.upstreams.verdict import JUDGED_STATUSES, key_rejected, out_of_credit
@@ -23,25 +24,14 @@ from .upstream_http import UpstreamClient, UpstreamError, UpstreamResponse
 # Never passed back to the client: hop-by-hop headers and what we recompute (we set the
 # length ourselves; a gzip/deflate body arrives decoded, see `endpoint.DROP_ENCODED` for
 # encodings that pass through).
-DROP_RESPONSE = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"content-encoding",
-        b"x-request-id",
-        b"server",
-        b"date",
-        b"set-cookie",
-    }
-)
+DROP_RESPONSE = HOP_BY_HOP | {
+    b"content-length",
+    b"content-encoding",
+    b"x-request-id",
+    b"server",
+    b"date",
+    b"set-cookie",
+}
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_FAILURES = 10  # failed attempts kept for the request detail (max_attempts x fallbacks)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-# Never forwarded: hop-by-hop headers, the client's credentials, and what our upstream
-# client or the relay sets itself (host, length, accept-encoding, request id).
-DROP_REQUEST = frozenset(
+# Hop-by-hop headers (RFC 9110 7.6.1): about one connection, never relayed either way.
+HOP_BY_HOP = frozenset(
     {
-        b"host",
         b"connection",
         b"keep-alive",
         b"proxy-authenticate",
@@ -22,17 +20,23 @@ DROP_REQUEST = frozenset(
         b"trailers",
         b"transfer-encoding",
         b"upgrade",
-        b"content-length",
-        b"accept-encoding",
-        b"expect",
-        b"authorization",
-        b"x-api-key",
-        b"api-key",
-        b"x-goog-api-key",
-        b"cookie",
-        b"x-request-id",
     }
 )
+
+# Never forwarded: hop-by-hop headers, the client's credentials, and what our upstream
+# client or the relay sets itself (host, length, accept-encoding, request id).
+DROP_REQUEST = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"accept-encoding",
+    b"expect",
+    b"authorization",
+    b"x-api-key",
+    b"api-key",
+    b"x-goog-api-key",
+    b"cookie",
+    b"x-request-id",
+}
 # Dropped unless an upstream lists them in `pass_headers`: they choose which organisation,
 # project or billing project of the operator's account pays (the openai SDK sends the first
 # two whenever OPENAI_ORG_ID / OPENAI_PROJECT_ID are set; a mismatch is a 401 from OpenAI).
