@@ -53,12 +53,15 @@ def new_key(api: httpx.Client, **fields: Any) -> tuple[int, str]:
     return resp.json()["info"]["id"], resp.json()["key"]
 
 
-def settled(api: httpx.Client, key_id: int, badge: str) -> dict[str, Any]:
-    """The key's JSON once its summary shows `badge` (usage rows are written asynchronously)."""
+def settled(api: httpx.Client, key_id: int, badge: str, requests: int = 0) -> dict[str, Any]:
+    """The key's JSON once its summary shows `badge` and at least `requests` requests today
+    (usage rows are written asynchronously)."""
     deadline = time.monotonic() + 10
     while True:
         info: dict[str, Any] = api.get(f"/keys/{key_id}").json()
-        if info["summary"]["badge"] == badge or time.monotonic() > deadline:
+        summary = info["summary"]
+        done = summary["badge"] == badge and summary["requests_today"] >= requests
+        if done or time.monotonic() > deadline:
             return info
         time.sleep(0.05)
 
@@ -84,7 +87,7 @@ def spend_past_budget(stack: Stack, api: httpx.Client) -> tuple[int, int]:
 
 def test_budget_exhausted_key_is_exhausted_in_api_and_cli(stack: Stack, api: httpx.Client) -> None:
     key_id, refused = spend_past_budget(stack, api)
-    info = settled(api, key_id, "exhausted")
+    info = settled(api, key_id, "exhausted", requests=2 + refused)
     s = info["summary"]
     assert info["status"] == "active"  # enabled and not expired: the badge says the rest
     assert s["badge"] == "exhausted"

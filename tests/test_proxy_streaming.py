@@ -59,6 +59,7 @@ async def test_async_client_streams(fresh: Stack) -> None:
 def test_first_chunk_arrives_before_upstream_finishes(fresh: Stack) -> None:
     fresh.a.behaviour.chunks = 4
     fresh.a.behaviour.chunk_delay = 0.5
+    fresh.a.stream_finished.clear()  # a stream of an earlier test may have ended just now
     stream = fresh.client().chat.completions.create(
         model="gpt-test", messages=MESSAGES, stream=True
     )
