@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tollway.core.types import UsageEvent
 from tollway.observe.request_log import RequestLog, text_line
@@ -133,3 +134,16 @@ def test_level_setting_keeps_only_failed_requests() -> None:
     assert len(lines) == 2
     assert "request_id=bad1" in lines[0] and " WARNING " in lines[0]
     assert "request_id=up1" in lines[1] and " ERROR " in lines[1]
+
+
+def test_remembered_heads_stay_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tollway.observe import request_log
+
+    monkeypatch.setattr(request_log, "MAX_HEADS", 2)
+    monkeypatch.setattr(request_log, "_HEADS", {})
+    for i in range(5):  # each new combination past the bound starts the memory afresh
+        line = text_line(_event(model=f"m{i}", key_id=i), logging.INFO)
+        assert f" key_id={i} " in line and f" model=m{i} upstream=- " in line
+        assert len(request_log._HEADS) <= 2
+    again = text_line(_event(model="m4", key_id=4, ttft_ms=None), logging.INFO)
+    assert " model=m4 " in again and "ttft_ms=-" in again and "latency_ms=1.500" in again

@@ -109,17 +109,45 @@ def _text(value: Any) -> str:
 
 MAX_TEXTS = 4096  # strings remembered as tokens (methods, endpoints, models, upstreams, errors)
 _TEXTS: dict[str, str] = {}
+MAX_HEADS = 4096  # (key, method, endpoint, model, upstream) combinations remembered as text
+_HEADS: dict[tuple[Any, ...], str] = {}
+
+
+def _head(e: UsageEvent) -> str:
+    """The fields that repeat from request to request (key, route, model, upstream), formatted
+    once per combination: most of a line's cost was quoting them field by field."""
+    kind = (e.key_id, e.method, e.endpoint, e.model, e.upstream)
+    head = _HEADS.get(kind)
+    if head is None:
+        head = (
+            f" key_id={_text(e.key_id)} method={_text(e.method)} endpoint={_text(e.endpoint)}"
+            f" model={_text(e.model)} upstream={_text(e.upstream)}"
+        )
+        if len(_HEADS) >= MAX_HEADS:
+            _HEADS.clear()
+        _HEADS[kind] = head
+    return head
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def text_line(event: UsageEvent, level: int) -> str:
     e = event
+    error = e.error_type
     return (
-        f"{_iso(e.ts)} {_NAMES[level]} {LOGGER}: request_id={e.request_id} key_id={_text(e.key_id)}"
-        f" method={_text(e.method)} endpoint={_text(e.endpoint)} model={_text(e.model)}"
-        f" upstream={_text(e.upstream)} status={e.status} stream={'true' if e.stream else 'false'}"
-        f" prompt_tokens={_text(e.prompt_tokens)} completion_tokens={_text(e.completion_tokens)}"
-        f" cost_usd={_text(e.cost_usd)} latency_ms={_text(e.latency_ms)}"
-        f" ttft_ms={_text(e.ttft_ms)} attempts={e.attempts} error_type={_text(e.error_type)}"
+        f"{_iso(e.ts)} {_NAMES[level]} {LOGGER}: request_id={e.request_id}{_head(e)}"
+        f" status={e.status} stream={'true' if e.stream else 'false'}"
+        f" prompt_tokens={_count(e.prompt_tokens)}"
+        f" completion_tokens={_count(e.completion_tokens)}"
+        f" cost_usd={_text(e.cost_usd)} latency_ms={_ms(e.latency_ms)}"
+        f" ttft_ms={_ms(e.ttft_ms)} attempts={e.attempts}"
+        f" error_type={'-' if error is None else _text(error)}"
         + (f" fallback_from={_text(e.fallback_from)}" if e.fallback_from is not None else "")
     )
 
