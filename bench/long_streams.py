@@ -221,7 +221,7 @@ def run_load(
             m.peak_rss_mb = sampler.peak_mb
         for name, proc in [(n, p) for n, p in ctx.procs.procs if n in names]:
             if proc.poll() is None:
-                log(f"{name} still running after its deadline: stopped")
+                log(f"{name} still running: stopped")
             ctx.procs.stop(proc)
     m.wall_s = time.monotonic() - started
 
