@@ -8,16 +8,20 @@ no limits, no accounting: the gap between this and Tollway is Tollway's own cost
 (`tollway.gateway.upstream_http`) and serves with Tollway's uvicorn protocol
 (`tollway.gateway.http_server`), so the reference runs on the same server *and* client stack
 as Tollway; `--client aiohttp` through one pooled aiohttp ClientSession on uvicorn's plain
-httptools protocol, the stack Tollway used before (kept as a second reference).
+httptools protocol, the stack Tollway used before (kept as a second reference). An https://
+upstream is verified against the system's CA store, or against `--ca-bundle` (as Tollway's
+`TOLLWAY_UPSTREAM_CA_BUNDLE`).
 
     python bench/bare_proxy.py --port 9001 --upstream http://127.0.0.1:9000 \
-        --key sk-client --upstream-key sk-upstream [--client aiohttp] [--workers 2]
+        --key sk-client --upstream-key sk-upstream [--client aiohttp] [--workers 2] \
+        [--ca-bundle ca.pem]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from typing import Any
 
 import aiohttp
@@ -25,6 +29,7 @@ import uvicorn
 
 from tollway.gateway.http_server import TollwayHttpProtocol
 from tollway.gateway.upstream_http import UpstreamClient, UpstreamError
+from tollway.upstreams.egress import EgressDefaults
 
 # Never forwarded in either direction (RFC 9110 hop-by-hop), plus the ones we set ourselves.
 _HOP_BY_HOP = {
@@ -42,11 +47,14 @@ _FAILED = b'{"error":{"message":"upstream failed"}}'
 
 
 class BareProxy:
-    def __init__(self, upstream: str, key: str, upstream_key: str, client: str) -> None:
+    def __init__(
+        self, upstream: str, key: str, upstream_key: str, client: str, ca_bundle: str | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.expected_auth = f"Bearer {key}".encode()
         self.upstream_auth = f"Bearer {upstream_key}"
         self.client_kind = client
+        self.ca_bundle = ca_bundle
         self.session: aiohttp.ClientSession | None = None
         self.lean: UpstreamClient | None = None
 
@@ -61,14 +69,21 @@ class BareProxy:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 if self.client_kind == "aiohttp":
-                    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+                    context = ssl.create_default_context(cafile=self.ca_bundle)
+                    connector = aiohttp.TCPConnector(
+                        limit=0, ttl_dns_cache=None, ssl=context if self.ca_bundle else True
+                    )
                     self.session = aiohttp.ClientSession(
                         connector=connector,
                         auto_decompress=False,
                         timeout=aiohttp.ClientTimeout(),
                     )
                 else:
-                    self.lean = UpstreamClient(connect_timeout=10.0, read_timeout=600.0)
+                    self.lean = UpstreamClient(
+                        connect_timeout=10.0,
+                        read_timeout=600.0,
+                        egress=EgressDefaults(ca_bundle=self.ca_bundle),
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.session is not None:
@@ -152,7 +167,11 @@ def create() -> BareProxy:
     """uvicorn factory (each worker builds its own proxy from the environment)."""
     env = os.environ
     return BareProxy(
-        env["BARE_UPSTREAM"], env["BARE_KEY"], env["BARE_UPSTREAM_KEY"], env["BARE_CLIENT"]
+        env["BARE_UPSTREAM"],
+        env["BARE_KEY"],
+        env["BARE_UPSTREAM_KEY"],
+        env["BARE_CLIENT"],
+        env.get("BARE_CA_BUNDLE") or None,
     )
 
 
@@ -164,12 +183,14 @@ def main() -> None:
     parser.add_argument("--upstream-key", required=True)
     parser.add_argument("--client", choices=("tollway", "aiohttp"), default="tollway")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--ca-bundle", default="", help="PEM of CAs for an https:// upstream")
     args = parser.parse_args()
     os.environ.update(
         BARE_UPSTREAM=args.upstream,
         BARE_KEY=args.key,
         BARE_UPSTREAM_KEY=args.upstream_key,
         BARE_CLIENT=args.client,
+        BARE_CA_BUNDLE=args.ca_bundle,
     )
     uvicorn.run(
         "bare_proxy:create",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -79,14 +80,21 @@ def catch_error(wrk: str, url: str, lua: Path, conns: int) -> str:
     return match.group(1)[:300] if match else "no non-2xx answer on a second look"
 
 
-def probe(url: str, key: str, extra: dict[str, str], stream: bool) -> str | None:
+def probe(
+    url: str,
+    key: str,
+    extra: dict[str, str],
+    stream: bool,
+    context: ssl.SSLContext | None = None,
+) -> str | None:
     """One request by hand before measuring: the answer must be right, not just fast.
+    `context` verifies an https:// target (default: the system's CA store).
 
     Returns None when it is, else what was wrong."""
     headers = {"Content-Type": "application/json", **request_headers(key, extra, stream)}
     req = urllib.request.Request(url, data=request_body(stream), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
             status, ctype, text = resp.status, resp.headers.get("content-type", ""), resp.read()
     except urllib.error.HTTPError as exc:
         status, ctype, text = exc.code, exc.headers.get("content-type", ""), exc.read()

@@ -43,18 +43,10 @@ def _http_common(prefix: Path) -> str:
 """
 
 
-def upstream_conf(prefix: Path, port: int) -> Path:
-    """The fake upstream: a fixed completion, or with `x-bench-stream: 1` a fixed SSE body."""
+def _canned_locations() -> str:
+    """The fake upstream's answers (the same on every port that serves them)."""
     header_var = "$http_" + STREAM_HEADER.replace("-", "_")
-    conf = prefix / "nginx.conf"
-    prefix.mkdir(parents=True, exist_ok=True)
-    conf.write_text(
-        _common(prefix)
-        + f"""
-http {{
-{_http_common(prefix)}
-    server {{
-        listen {HOST}:{port};
+    return f"""
         location = /v1/chat/completions {{
             # `{STREAM_HEADER}: 1` selects the SSE variant (proxies forward it unchanged).
             if ({header_var} = "1") {{ rewrite ^ /_sse last; }}
@@ -66,6 +58,58 @@ http {{
             default_type text/event-stream;
             return 200 {nginx_string(CHAT_COMPLETION_SSE)};
         }}
+"""
+
+
+def upstream_conf(prefix: Path, port: int) -> Path:
+    """The fake upstream: a fixed completion, or with `x-bench-stream: 1` a fixed SSE body."""
+    conf = prefix / "nginx.conf"
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        _common(prefix)
+        + f"""
+http {{
+{_http_common(prefix)}
+    server {{
+        listen {HOST}:{port};
+{_canned_locations()}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def tls_upstream_conf(
+    prefix: Path, port: int, tls_port: int, status_port: int, cert: Path, key: Path
+) -> Path:
+    """The same answers on a plain port and an HTTPS port, plus `stub_status` on a third.
+
+    The status page's `accepts` counts every connection nginx accepted: during a run only one
+    target sends (to its upstream), so its delta is that target's new upstream connections,
+    and on the HTTPS port each one is one TLS handshake."""
+    conf = prefix / "nginx.conf"
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        _common(prefix)
+        + f"""
+http {{
+{_http_common(prefix)}
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:bench:1m;
+    server {{
+        listen {HOST}:{port};
+{_canned_locations()}
+    }}
+    server {{
+        listen {HOST}:{tls_port} ssl;
+{_canned_locations()}
+    }}
+    server {{
+        listen {HOST}:{status_port};
+        location = /status {{ stub_status; }}
     }}
 }}
 """

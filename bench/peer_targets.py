@@ -124,8 +124,15 @@ def _litellm_virtual_key(t: Target) -> str:
         return str(json.loads(resp.read())["key"])
 
 
-def start_portkey(ctx: Ctx, peer: Peer | None) -> Target:
-    name = "portkey"
+def start_portkey(
+    ctx: Ctx,
+    peer: Peer | None,
+    name: str = "portkey",
+    upstream: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Target:
+    """`upstream`: the bench model's origin (default the fake upstream's plain port); for an
+    https:// one, `extra_env` carries NODE_EXTRA_CA_CERTS."""
     if peer is None or not peer.ok:
         return skipped(name, f"not installed: {peer.note if peer else 'run with --peers'}")
     node = shutil.which("node")
@@ -135,14 +142,15 @@ def start_portkey(ctx: Ctx, peer: Peer | None) -> Target:
     t = Target(name, f"http://{HOST}:{port}", UPSTREAM_KEY, first_byte=True)
     t.note = f"{peer.note}, no auth/limits/usage (OSS gateway has none)"
 
-    def routing(upstream_port: int) -> dict[str, str]:
+    def routing(origin: str) -> dict[str, str]:
         return {
             "x-portkey-provider": "openai",
-            "x-portkey-custom-host": f"http://{HOST}:{upstream_port}/v1",
+            "x-portkey-custom-host": f"{origin}/v1",
             "x-portkey-forward-headers": STREAM_HEADER,
         }
 
-    t.headers, t.slow_headers = routing(ctx.upstream_port), routing(ctx.slow_port)
+    t.headers = routing(upstream or f"http://{HOST}:{ctx.upstream_port}")
+    t.slow_headers = routing(f"http://{HOST}:{ctx.slow_port}")
     cmd = [
         node,
         "--require",
@@ -151,5 +159,5 @@ def start_portkey(ctx: Ctx, peer: Peer | None) -> Target:
         f"--port={port}",
         "--headless",
     ]
-    env = {**os.environ, "NODE_ENV": "production"}
+    env = {**os.environ, "NODE_ENV": "production", **(extra_env or {})}
     return spawn(ctx, t, cmd, cwd=portkey_dir(), env=env)

@@ -123,8 +123,16 @@ BARE_KINDS = {  # target name -> (upstream client, workers)
 }
 
 
-def start_bare(ctx: Ctx, name: str = "bare") -> Target:
-    client, workers = BARE_KINDS[name]
+def start_bare(
+    ctx: Ctx,
+    name: str = "bare",
+    kind: str | None = None,
+    upstream: str | None = None,
+    ca_bundle: Path | None = None,
+) -> Target:
+    """`kind` picks the stack (BARE_KINDS; default: the name's); `upstream` is an origin
+    (default the fake upstream's plain port), https:// verified against `ca_bundle`."""
+    client, workers = BARE_KINDS[kind or name]
     port = free_port()
     t = Target(name, f"http://{HOST}:{port}", BARE_KEY)
     stack = "Tollway's upstream client" if client == "tollway" else "aiohttp"
@@ -133,12 +141,14 @@ def start_bare(ctx: Ctx, name: str = "bare") -> Target:
         sys.executable,
         str(BENCH_DIR / "bare_proxy.py"),
         f"--port={port}",
-        f"--upstream=http://{HOST}:{ctx.upstream_port}",
+        f"--upstream={upstream or f'http://{HOST}:{ctx.upstream_port}'}",
         f"--key={BARE_KEY}",
         f"--upstream-key={UPSTREAM_KEY}",
         f"--client={client}",
         f"--workers={workers}",
     ]
+    if ca_bundle is not None:
+        cmd.append(f"--ca-bundle={ca_bundle}")
     return spawn(ctx, t, cmd)
 
 
@@ -151,15 +161,18 @@ def start_tollway(
     workers: int,
     redis_url: str | None,
     extra_env: dict[str, str] | None = None,
+    upstream: str | None = None,
 ) -> Target:
-    """A fresh SQLite database, a key with every limit set, then `tollway serve`."""
+    """A fresh SQLite database, a key with every limit set, then `tollway serve`. `upstream`
+    is the bench model's origin (default the fake upstream's plain port); an https:// one
+    needs `TOLLWAY_UPSTREAM_CA_BUNDLE` in `extra_env` unless the system trusts it."""
     port = free_port()
     home = ctx.tmp / name
     home.mkdir()
     (home / "upstreams.yaml").write_text(
         "upstreams:\n"
         "  - name: bench-upstream\n"
-        f"    base_url: http://{HOST}:{ctx.upstream_port}/v1\n"
+        f"    base_url: {upstream or f'http://{HOST}:{ctx.upstream_port}'}/v1\n"
         f"    api_key: {UPSTREAM_KEY}\n"
         f"    models: [{MODEL}]\n"
         "  - name: slow-upstream\n"
