@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +20,14 @@ from pathlib import Path
 
 from .compare import Comparison, Outcomes, table
 from .install import SetupError, install, openai_pin
-from .servers import clean_env, prepare_tollway, start_prism, start_tollway, wait_prism
+from .servers import (
+    clean_env,
+    die_with_parent,
+    prepare_tollway,
+    start_prism,
+    start_tollway,
+    wait_prism,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
@@ -74,7 +81,13 @@ def run_sdk(
     ]
     try:
         done = subprocess.run(
-            cmd, cwd=sdk_dir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+            cmd,
+            cwd=sdk_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            preexec_fn=die_with_parent,
         )
         output = done.stdout + done.stderr
     except subprocess.TimeoutExpired as exc:
@@ -108,18 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show-output", action="store_true", help="print both pytest outputs")
     args = ap.parse_args(argv)
 
-    started = time.monotonic()
+    started = last = time.monotonic()
+    laps: list[str] = []
+
+    def lap(what: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        laps.append(f"{what} {now - last:.0f} s")
+        last = now
+
     try:
         tools = install(args.cache)
     except SetupError as exc:
         print(f"openai-suite: cannot set up: {exc}", file=sys.stderr)
         return 3
+    lap("installs")
     version = openai_pin()[0]
-    print(
-        f"openai {version} SDK tests: {' '.join(args.tests)} (installed in "
-        f"{time.monotonic() - started:.0f} s)",
-        flush=True,
-    )
+    print(f"openai {version} SDK tests: {' '.join(args.tests)}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="openai-suite-") as tmp:
         work = Path(tmp)
@@ -128,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             env, key = prepare_tollway(work, prism_url)  # while Prism starts
             wait_prism(prism, prism_url)
+            lap("servers set up")
             run = (tools.python, tools.sdk_dir, args.tests)
             direct, direct_out = run_sdk(*run, prism_url, work / "direct.txt", select=args.select)
+            lap("directly")
             gateway, tollway_url = start_tollway(env, work, key)
             via, via_out = run_sdk(*run, tollway_url, work / "tollway.txt", key, args.select)
+            lap("Tollway started and through it")
         except SetupError as exc:
             print(f"openai-suite: cannot start the servers: {exc}", file=sys.stderr)
             return 3
@@ -149,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- through Tollway ---\n{via_out}")
     print()
     print(table(result))
-    print(f"\n({time.monotonic() - started:.0f} s in all)")
+    print(f"\n{time.monotonic() - started:.0f} s in all: {', '.join(laps)}")
     if args.report is not None:
         report = {
             "openai": version,
@@ -173,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`: the servers are stopped
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())

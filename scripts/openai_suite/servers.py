@@ -4,8 +4,10 @@ upstream serves every model ("*") from Prism's base URL."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import httpx
 from .install import SetupError
 
 SPEC = Path(__file__).resolve().parent / "spec.yaml"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 UPSTREAM_KEY = "suite-upstream-key"  # what Tollway sends Prism; Prism wants a bearer, any bearer
 
 
@@ -36,6 +39,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM when the suite's process dies, even by SIGKILL
+    (a timeout), so no mock, gateway or SDK test run outlives it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: `stop` in the suite's `finally` still ends them
+
+
 class Child:
     """A child process with its output in a log file; `stop` ends it (and waits)."""
 
@@ -50,6 +63,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
 
     def wait_until(self, url: str, headers: dict[str, str], timeout: float) -> None:
