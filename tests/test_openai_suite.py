@@ -52,8 +52,11 @@ def test_sdk_tests_pass_through_tollway_as_directly(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
 
     result = json.loads(report.read_text())
-    assert result["differing"] == 0
-    assert result["tests"] == result["passed_directly"] == result["passed_through_tollway"] > 0
+    assert result["differing"] == 0 and result["direct"] == result["tollway"]
+    assert result["passed_directly"] == result["passed_through_tollway"] > 0
+    # Against the mock every test passes, but for the few the SDK itself skips (respx mocks
+    # cannot intercept its aiohttp client).
+    assert set(result["direct"].values()) <= {"passed", "skipped"}
     # Every file of the suite ran, and the tests of the issue that started it (a model the
     # pool does not list, retrieved through a "*" upstream) are among those that passed.
     ran = {t.split("::", 1)[0] for t in result["tollway"]}

@@ -81,6 +81,9 @@ def table(c: Comparison) -> str:
                 for i, (v, w) in enumerate(zip(r, widths, strict=True))
             )
         )
+    skipped = sum(v == "skipped" for v in c.direct.values())
+    if skipped:
+        out.append(f"({skipped} skipped by the SDK's own tests directly)")
     if c.differing:
         out += ["", "Differing tests (directly -> through Tollway):"]
         out += [
