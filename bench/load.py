@@ -58,14 +58,29 @@ end
 """
 
 
+def lua_file(path: Path) -> str:
+    """A Lua expression for a file's bytes: for bodies too large (or too far from ASCII: LuaJIT
+    has no \\u escapes) for a literal."""
+    return (
+        f"(function() local f = assert(io.open({lua_string(str(path))}, 'rb')) "
+        "local s = f:read('*a') f:close() return s end)()"
+    )
+
+
 def write_lua(
-    path: Path, key: str, extra: dict[str, str], stream: bool, catch: bool = False
+    path: Path,
+    key: str,
+    extra: dict[str, str],
+    stream: bool,
+    catch: bool = False,
+    body_file: Path | None = None,
 ) -> Path:
     headers = "\n".join(
         f"wrk.headers[{lua_string(k)}] = {lua_string(v)}"
         for k, v in request_headers(key, extra, stream).items()
     )
-    text = LUA_TEMPLATE.format(body=lua_string(request_body(stream).decode()), headers=headers)
+    body = lua_file(body_file) if body_file else lua_string(request_body(stream).decode())
+    text = LUA_TEMPLATE.format(body=body, headers=headers)
     path.write_text(text + (LUA_CATCH if catch else ""))
     return path
 
@@ -86,13 +101,15 @@ def probe(
     extra: dict[str, str],
     stream: bool,
     context: ssl.SSLContext | None = None,
+    body: bytes | None = None,
 ) -> str | None:
     """One request by hand before measuring: the answer must be right, not just fast.
     `context` verifies an https:// target (default: the system's CA store).
 
     Returns None when it is, else what was wrong."""
     headers = {"Content-Type": "application/json", **request_headers(key, extra, stream)}
-    req = urllib.request.Request(url, data=request_body(stream), headers=headers, method="POST")
+    data = request_body(stream) if body is None else body
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30, context=context) as resp:
             status, ctype, text = resp.status, resp.headers.get("content-type", ""), resp.read()

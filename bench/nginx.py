@@ -40,6 +40,7 @@ def _http_common(prefix: Path) -> str:
     scgi_temp_path {prefix}/temp/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 300s;
+    client_max_body_size 64m;  # long prompts (bench/long_context.py): 1 MB and more
 """
 
 

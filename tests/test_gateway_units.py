@@ -189,7 +189,7 @@ def test_inspect_and_body_for() -> None:
     other = inspect("/v1/responses", b"application/json", b'{"model":"m","stream":true}')
     assert other.stream and not other.inject_usage
     assert inspect("/v1/x", b"text/plain", b"hello").model is None
-    assert inspect("/v1/x", None, b"[1]").json is None
+    assert not inspect("/v1/x", None, b"[1]").is_json
     assert inspect("/v1/x", None, b"").model is None
     with pytest.raises(GatewayError):
         inspect("/v1/x", None, b"{bad")

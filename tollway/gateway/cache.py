@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,9 +133,10 @@ class ResponseCache:
         self.max_entry_bytes = max_entry_bytes
 
     def plan(
-        self, key: KeyRecord, headers: Headers, path: str, body: dict[str, Any]
+        self, key: KeyRecord, headers: Headers, path: str, body: Callable[[], dict[str, Any]]
     ) -> CachePlan | None:
-        """Whether (and how) this request uses the cache; None: not at all."""
+        """Whether (and how) this request uses the cache; None: not at all. `body` parses the
+        request body (RequestInfo.parsed): only a request that uses the cache pays for it."""
         wanted = key.response_cache
         read = True
         for name, value in headers:
@@ -151,7 +153,7 @@ class ResponseCache:
                     read = False
         if not wanted or path not in CACHEABLE_PATHS:
             return None
-        return CachePlan(fingerprint(key.id, path, body), read)
+        return CachePlan(fingerprint(key.id, path, body()), read)
 
     async def get(self, plan: CachePlan) -> Cached | None:
         if not plan.read:

@@ -219,8 +219,8 @@ class Gateway:
                 raise model_not_allowed(model)
             if not self.pool.knows(model):
                 raise model_not_found(model)
-        if self.cache is not None and info.json is not None:
-            info.cache = self.cache.plan(key, headers, event.endpoint, info.json)
+        if self.cache is not None and info.is_json:
+            info.cache = self.cache.plan(key, headers, event.endpoint, info.parsed)
         candidates = self.pool.candidates(model)
         if api is not OPENAI or self.pool.mixed_apis:  # which upstreams speak it, translation
             candidates = prepare(api, info, event.endpoint, self.pool, candidates)

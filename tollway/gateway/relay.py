@@ -147,7 +147,8 @@ class Relay:
                     last_error = upstream_unreachable(exc.public)
                     _failed(event, up, model, exc.reason)
                     continue
-                except asyncio.CancelledError:  # the client left, or shutdown: keep nothing
+                except BaseException:  # the client left, shutdown, or the request's own
+                    # fault (a body only a full parse finds invalid, body.py): keep nothing
                     if held is not None:
                         await self.release(held.upstream, held.response)
                     raise

@@ -44,9 +44,9 @@ def prepare(
     """Called when the pool mixes APIs or the client's is not OpenAI: translate the request
     once (for the upstreams that need it) and order the candidates."""
     info.api = api.name
-    if api.translatable(path) and info.json is not None:
+    if api.translatable(path) and info.is_json:
         try:
-            info.foreign = api.translate(info.json, info.model or "")
+            info.foreign = api.translate(info.parsed(), info.model or "")
         except Untranslatable as exc:
             if not any(api.name in u.apis for u in candidates):
                 raise GatewayError(
