@@ -1,4 +1,5 @@
-"""Writes a batch of usage events: raw rows, hourly rollups and keys' last use, in one transaction.
+"""Writes a batch of usage events: raw rows, rollups (hourly, daily, the narrower cube and
+latency histograms: store/usage_slices.py) and keys' last use, in one transaction.
 
 Called by the gateway's background usage sink, never on the request path.
 """
@@ -24,6 +25,7 @@ from tollway.core.types import UsageEvent
 from tollway.store.queries import from_unix, upsert
 from tollway.store.tables import api_keys, usage_records, usage_rollups, usage_rollups_daily
 from tollway.store.usage_clean import clean
+from tollway.store.usage_slices import write_slices
 
 log = logging.getLogger("tollway.usage")
 
@@ -127,6 +129,7 @@ async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
         # already in the table is skipped by the insert and must not be counted twice.
         inserted = await _insert_records(conn, rows)
         rollups: dict[RollupKey, _Rollup] = {}
+        samples: list[tuple[datetime, str, str, float]] = []  # for the latency histograms
         last_used: dict[int, datetime] = {}
         for ev, row in zip(events, rows, strict=True):
             if ev.request_id not in inserted:
@@ -138,11 +141,14 @@ async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
             if rollup is None:
                 rollup = rollups[rk] = _Rollup()
             rollup.add(ev)
+            if ev.latency_ms is not None:
+                samples.append((hour, rk[2], rk[3], ev.latency_ms))
             if key_id is not None and (key_id not in last_used or ts > last_used[key_id]):
                 last_used[key_id] = ts
         if rollups:
             await _upsert_rollups(conn, usage_rollups, "hour", rollups)
             await _upsert_rollups(conn, usage_rollups_daily, "day", _by_day(rollups))
+            await write_slices(conn, rollups, samples)  # type: ignore[arg-type]
         await _touch_keys(conn, last_used)
 
 
