@@ -16,7 +16,8 @@ from sqlalchemy import Select, Subquery, Table, and_, func, select, true, union_
 from tollway.services.errors import Invalid
 from tollway.services.usage_filters import where_terms
 from tollway.store.queries import as_utc, utcnow
-from tollway.store.tables import usage_rollups, usage_rollups_daily
+from tollway.store.rollup_shapes import FULL, pick_shape
+from tollway.store.tables import usage_cube, usage_cube_daily, usage_rollups, usage_rollups_daily
 
 Bucket = Literal["hour", "day"]
 Order = Literal["requests", "tokens", "cost", "errors"]
@@ -159,12 +160,39 @@ def default_range(
 
 
 def _part(
-    table: Table, column: str, lo: datetime | None, hi: datetime | None, f: dict[str, Any]
+    table: Table,
+    column: str,
+    lo: datetime | None,
+    hi: datetime | None,
+    f: dict[str, Any],
+    shape: int,
 ) -> Select[Any]:
     t = table.c
     conds = where_terms(t[column], lo, hi, [(t[name], value) for name, value in f.items()])
+    if shape != FULL:
+        conds.insert(0, t.dims == shape)
     cols = [t[column].label("bucket"), t.key_id, t.model, t.upstream, t.endpoint]
     return select(*cols, *(t[name] for name in COUNTERS)).where(and_(true(), *conds))
+
+
+Span = tuple[bool, datetime | None, datetime | None]  # (daily?, lo, hi)
+
+
+def range_spans(start: datetime | None, end: datetime | None, hourly_only: bool) -> list[Span]:
+    """How [start, end) (start rounded down to its hour) splits into daily rows for every
+    whole UTC day inside it and hourly rows for the partial days at its edges."""
+    start, end = check_range(start, end)
+    lo = hour_floor(start) if start is not None else None
+    first_day = lo if lo is None or lo == day_floor(lo) else day_floor(lo) + timedelta(days=1)
+    last_day = day_floor(end) if end is not None else None
+    if hourly_only or (first_day is not None and last_day is not None and first_day >= last_day):
+        return [(False, lo, end)]
+    spans: list[Span] = [(True, first_day, last_day)]
+    if lo is not None and first_day is not None and lo < first_day:
+        spans.append((False, lo, first_day))
+    if last_day is not None and end is not None and last_day < end:
+        spans.append((False, last_day, end))
+    return spans
 
 
 def rollup_source(
@@ -176,23 +204,28 @@ def rollup_source(
     upstream: str | None = None,
     endpoint: str | None = None,
     hourly_only: bool = False,
+    group: tuple[str, ...] = (),
 ) -> Subquery:
     """The rollup rows covering [start, end) (whole hours), as one subquery with the columns
     bucket, key_id, model, upstream, endpoint and the counters: daily rows for every whole UTC
     day inside the range, hourly rows for the partial days at its edges. model/upstream ""
-    select requests without one."""
-    start, end = check_range(start, end)
+    select requests without one.
+
+    `group` names the dimensions the caller groups by: the rows come from the smallest
+    rollup that keeps those and the filtered ones (store/rollup_shapes.py); dimensions a
+    shape does not keep read 0 or ""."""
     f = {"key_id": key_id, "model": model, "upstream": upstream, "endpoint": endpoint}
-    lo = hour_floor(start) if start is not None else None
-    first_day = lo if lo is None or lo == day_floor(lo) else day_floor(lo) + timedelta(days=1)
-    last_day = day_floor(end) if end is not None else None
-    if hourly_only or (first_day is not None and last_day is not None and first_day >= last_day):
-        return _part(usage_rollups, "hour", lo, end, f).subquery("rollups")
-    parts = [_part(usage_rollups_daily, "day", first_day, last_day, f)]
-    if lo is not None and first_day is not None and lo < first_day:
-        parts.append(_part(usage_rollups, "hour", lo, first_day, f))
-    if last_day is not None and end is not None and last_day < end:
-        parts.append(_part(usage_rollups, "hour", last_day, end, f))
+    filtered = {name for name, value in f.items() if value is not None}
+    shape = pick_shape(set(group) | filtered, filtered)
+    hourly, daily = (
+        (usage_rollups, usage_rollups_daily) if shape == FULL else (usage_cube, usage_cube_daily)
+    )
+    parts = [
+        _part(daily, "day", lo, hi, f, shape)
+        if is_daily
+        else _part(hourly, "hour", lo, hi, f, shape)
+        for is_daily, lo, hi in range_spans(start, end, hourly_only)
+    ]
     if len(parts) == 1:
         return parts[0].subquery("rollups")
     return union_all(*parts).subquery("rollups")
