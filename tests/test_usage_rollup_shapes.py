@@ -96,6 +96,11 @@ def _in(row: Any, start: datetime | None, end: datetime | None, f: dict[str, Any
     return all(v is None or dims[k] == v for k, v in f.items())
 
 
+def _exact(row: Any, start: datetime | None, end: datetime | None) -> bool:
+    ts = as_utc(row.ts)
+    return (start is None or ts >= start) and (end is None or ts < end)
+
+
 def _sums(rows: Iterable[Any]) -> dict[str, Any]:
     rows = list(rows)
     n = len(rows)
@@ -278,14 +283,22 @@ async def test_filtered_totals_are_exact_to_the_minute(
         (T0 + timedelta(hours=7, minutes=1), T0 + timedelta(hours=7, minutes=50)),
     ]
     for start, end in ranges:
-
-        def inside(r: Any) -> bool:
-            ts = as_utc(r.ts)
-            return (start is None or ts >= start) and (end is None or ts < end)
-
-        rows = [r for r in raw if inside(r) and _in(r, None, None, f)]
+        rows = [r for r in raw if _exact(r, start, end) and _in(r, None, None, f)]
         got = await usage.filtered_totals(engine, start=start, end=end, **f)
         assert _stats(got) == _sums(rows), (start, end)
         errors = [r for r in rows if r.status >= 400]
         got = await usage.filtered_totals(engine, start=start, end=end, status="error", **f)
         assert _stats(got) == _sums(errors)
+
+
+async def test_key_stats_equal_raw_sums(traffic: tuple[AsyncEngine, list[int]]) -> None:
+    engine, ids = traffic
+    raw = await _raw(engine)
+    for start, end in RANGES:
+        f = {"key_id": ids[2]}
+        rows = [r for r in raw if _in(r, start, end, f)]
+        s = await usage.key_stats(engine, ids[2], start=start, end=end)
+        want = _sums(rows)
+        assert s.totals.model_dump() == {k: v for k, v in want.items() if k != "avg_latency_ms"}
+        for dim, groups in (("endpoint", s.by_endpoint), ("model", s.by_model)):
+            assert {g.name: _stats(g) for g in groups} == _grouped(rows, dim)

@@ -14,14 +14,18 @@ import math
 from bisect import bisect_right
 from typing import Any
 
+from sqlalchemy import literal_column
+
 KEY, MODEL, UPSTREAM, ENDPOINT = 1, 2, 4, 8
 FULL = KEY | MODEL | UPSTREAM | ENDPOINT  # the full rollup tables, not the cube
 DIM_BITS = {"key_id": KEY, "model": MODEL, "upstream": UPSTREAM, "endpoint": ENDPOINT}
 
 # Kept in the cube, smallest first: in all; per key (top keys); per model/upstream/endpoint
-# (every breakdown but keys, filtered by model and/or upstream or not); per key and model, per
-# key and upstream (top keys of one model or one upstream).
-CUBE_SHAPES = (0, KEY, MODEL | UPSTREAM | ENDPOINT, KEY | MODEL, KEY | UPSTREAM)
+# (every breakdown but keys, filtered by model and/or upstream or not); per key and upstream
+# (top keys of one upstream). Top keys of one model read the full rollups by (model, hour):
+# a model's rows are a few per key, and a per-key-and-model shape would add a few hundred
+# upserted rows to every batch of the usage writer.
+CUBE_SHAPES = (0, KEY, MODEL | UPSTREAM | ENDPOINT, KEY | UPSTREAM)
 # Latency histograms: in all, per model, per upstream. A key (or a model and an upstream
 # together) reads raw rows instead: per-key histograms would outnumber the raw rows' pages.
 LATENCY_SHAPES = (0, MODEL, UPSTREAM)
@@ -33,15 +37,22 @@ def mask(names: set[str] | frozenset[str]) -> int:
 
 def pick_shape(needed: set[str], filtered: set[str]) -> int:
     """The smallest shape holding every dimension a query groups by or filters on (`needed`
-    includes `filtered`). A key filter reads the full rollups by their (key_id, hour) index:
-    one key's rows are few, and no cube shape is indexed by key."""
-    if "key_id" in filtered:
-        return FULL
+    includes `filtered`). A key filter reads the per-key shape (by its partial key index) when
+    nothing else is needed, else the full rollups by their (key_id, hour) index: one key's
+    rows are few, and the other shapes are not indexed by key."""
     want = mask(needed)
+    if "key_id" in filtered:
+        return KEY if want == KEY else FULL
     for shape in CUBE_SHAPES:
         if want & ~shape == 0:
             return shape
     return FULL
+
+
+def dims_is(column: Any, shape: int) -> Any:
+    """`dims = <shape>` with the number in the SQL text: a bound parameter would keep SQLite
+    and PostgreSQL's generic plans from using the partial per-key index."""
+    return column == literal_column(str(int(shape)))
 
 
 def pick_latency_shape(filtered: set[str]) -> int | None:

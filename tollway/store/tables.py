@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -159,8 +160,9 @@ usage_rollups = Table(
     Column("latency_ms_sum", Float, nullable=False, default=0.0),
     UniqueConstraint("hour", "key_id", "model", "upstream", "endpoint", name="uq_usage_rollups"),
     Index("ix_usage_rollups_key_hour", "key_id", "hour"),
-    # By-key reports narrowed to one model and one upstream (migration 0010).
-    Index("ix_usage_rollups_model_upstream_hour", "model", "upstream", "hour"),
+    # Top keys of one model (migration 0010; a per-key-and-model shape would cost the usage
+    # writer a few hundred more rows a batch).
+    Index("ix_usage_rollups_model_hour", "model", "hour"),
 )
 
 # The same sums per UTC day, kept by the usage writer alongside the hourly ones: reports over
@@ -187,7 +189,7 @@ usage_rollups_daily = Table(
         "day", "key_id", "model", "upstream", "endpoint", name="uq_usage_rollups_daily"
     ),
     Index("ix_usage_rollups_daily_key_day", "key_id", "day"),
-    Index("ix_usage_rollups_daily_model_upstream_day", "model", "upstream", "day"),
+    Index("ix_usage_rollups_daily_model_day", "model", "day"),
 )
 
 
@@ -219,11 +221,20 @@ def _cube(name: str, bucket: str) -> Table:
         Column("cost_usd", Float, nullable=False, default=0.0),
         Column("latency_ms_sum", Float, nullable=False, default=0.0),
         # Reads by shape and range (unfiltered top lists, series); the second index serves the
-        # shapes read for one model and/or upstream (top keys of a model).
+        # shapes read for one upstream (top keys of an upstream).
         UniqueConstraint(
             "dims", bucket, "key_id", "model", "upstream", "endpoint", name=f"uq_{name}"
         ),
         Index(f"ix_{name}_dims_model_upstream_{bucket}", "dims", "model", "upstream", bucket),
+        # One key's rows of the per-key shape (budgets, key standing, a key's series); partial,
+        # so queries must spell `dims = 1` as a literal (rollup_shapes.dims_is).
+        Index(
+            f"ix_{name}_key_{bucket}",
+            "key_id",
+            bucket,
+            sqlite_where=text("dims = 1"),
+            postgresql_where=text("dims = 1"),
+        ),
     )
 
 

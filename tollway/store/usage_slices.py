@@ -11,10 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tollway.store.queries import upsert
 from tollway.store.rollup_shapes import (
     CUBE_SHAPES,
     LATENCY_SHAPES,
@@ -29,6 +27,7 @@ from tollway.store.tables import (
     usage_latency,
     usage_latency_daily,
 )
+from tollway.store.upsert_rows import add_rows
 
 # (bucket, key_id, model, upstream, endpoint), as the full rollups key their rows
 RollupKey = tuple[datetime, int, str, str, str]
@@ -118,18 +117,6 @@ def latency_by_day(rows: dict[LatencyKey, int]) -> dict[LatencyKey, int]:
     return out
 
 
-async def _upsert(
-    conn: AsyncConnection, table: Table, keys: tuple[str, ...], counters: tuple[str, ...],
-    rows: list[dict[str, Any]],
-) -> None:  # fmt: skip
-    stmt = upsert(conn, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={name: table.c[name] + stmt.excluded[name] for name in counters},
-    )
-    await conn.execute(stmt, rows)
-
-
 async def write_slices(
     conn: AsyncConnection,
     hourly: dict[RollupKey, Counters],
@@ -138,17 +125,13 @@ async def write_slices(
     """Upsert the batch's cube and latency rows, hourly and daily, each table's rows sorted
     (so concurrent writers lock rows in one order, as for the full rollups)."""
     cube_h = cube_rows(hourly)
-    cube_keys: tuple[str, ...]
     for table, bucket, rows in (
         (usage_cube, "hour", cube_h),
         (usage_cube_daily, "day", cube_by_day(cube_h)),
     ):
-        cube_keys = ("dims", bucket, "key_id", "model", "upstream", "endpoint")
-        params = [
-            {**dict(zip(cube_keys, ck, strict=True)), **dict(zip(COUNTERS, v, strict=True))}
-            for ck, v in sorted(rows.items())
-        ]
-        await _upsert(conn, table, cube_keys, COUNTERS, params)
+        keys: tuple[str, ...] = ("dims", bucket, "key_id", "model", "upstream", "endpoint")
+        values = [(*ck, *_typed(v)) for ck, v in sorted(rows.items())]
+        await add_rows(conn, table, keys, COUNTERS, values)
     if not samples:
         return
     lat_h = latency_rows(samples)
@@ -157,7 +140,11 @@ async def write_slices(
         (usage_latency_daily, "day", latency_by_day(lat_h)),
     ):
         keys = ("dims", "model", "upstream", bucket, "ms_bucket")
-        params = [
-            {**dict(zip(keys, lk, strict=True)), "requests": n} for lk, n in sorted(counts.items())
-        ]
-        await _upsert(conn, table, keys, ("requests",), params)
+        await add_rows(
+            conn, table, keys, ("requests",), [(*lk, n) for lk, n in sorted(counts.items())]
+        )
+
+
+def _typed(values: list[float]) -> list[Any]:
+    """Integer counters as int, the two float sums as float (asyncpg checks types)."""
+    return [int(v) for v in values[:6]] + [float(values[6]), float(values[7])]

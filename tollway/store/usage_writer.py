@@ -22,8 +22,9 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.types import UsageEvent
-from tollway.store.queries import from_unix, upsert
+from tollway.store.queries import from_unix
 from tollway.store.tables import api_keys, usage_records, usage_rollups, usage_rollups_daily
+from tollway.store.upsert_rows import add_rows
 from tollway.store.usage_clean import clean
 from tollway.store.usage_slices import write_slices
 
@@ -315,24 +316,10 @@ def _by_day(rollups: dict[RollupKey, _Rollup]) -> dict[RollupKey, _Rollup]:
 async def _upsert_rollups(
     conn: AsyncConnection, table: Table, bucket: str, rollups: dict[RollupKey, _Rollup]
 ) -> None:
-    stmt = upsert(conn, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[bucket, "key_id", "model", "upstream", "endpoint"],
-        set_={name: table.c[name] + stmt.excluded[name] for name in _COUNTERS},
-    )
     # Sorted so concurrent writers (several instances on PostgreSQL) lock rows in one order.
-    params = [
-        {
-            bucket: hour,
-            "key_id": key_id,
-            "model": model,
-            "upstream": upstream,
-            "endpoint": endpoint,
-            **{name: getattr(r, name) for name in _COUNTERS},
-        }
-        for (hour, key_id, model, upstream, endpoint), r in sorted(rollups.items())
-    ]
-    await conn.execute(stmt, params)
+    keys = (bucket, "key_id", "model", "upstream", "endpoint")
+    rows = [(*rk, *(getattr(r, name) for name in _COUNTERS)) for rk, r in sorted(rollups.items())]
+    await add_rows(conn, table, keys, _COUNTERS, rows)
 
 
 async def _touch_keys(conn: AsyncConnection, last_used: dict[int, datetime]) -> None:
