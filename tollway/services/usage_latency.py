@@ -30,11 +30,11 @@ from tollway.services.usage_models import (
 )
 from tollway.services.usage_records import record_filters
 from tollway.store.queries import as_utc
-from tollway.store.rollup_shapes import bucket_value, pick_latency_shape
+from tollway.store.rollup_shapes import bucket_value, dims_is, pick_latency_shape
 from tollway.store.tables import usage_latency, usage_latency_daily, usage_records
 
 u = usage_records.c
-MAX_LATENCY_ROWS = 200_000
+MAX_LATENCY_ROWS = 50_000
 
 
 class LatencyPoint(BaseModel):
@@ -118,7 +118,9 @@ async def latency_series(
         col = t.c.day if daily else t.c.hour
         conds = where_terms(col, lo, hi, [(t.c.model, model), (t.c.upstream, upstream)])
         parts.append(
-            select(col.label("at"), t.c.ms_bucket, t.c.requests).where(t.c.dims == shape, *conds)
+            select(col.label("at"), t.c.ms_bucket, t.c.requests).where(
+                dims_is(t.c.dims, shape), *conds
+            )
         )
     src = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("latency")
     stmt = select(src.c.at, src.c.ms_bucket, func.sum(src.c.requests).label("n")).group_by(
@@ -171,7 +173,7 @@ async def _from_raw(
     stmt = (
         select(u.ts, u.latency_ms)
         .where(and_(true(), u.latency_ms.is_not(None), *conds))
-        .order_by(u.id.desc())
+        .order_by(u.ts.desc(), u.id.desc())  # newest first, along the (key_id, ts) index
         .limit(max_rows + 1)
     )
     async with engine.connect() as conn:

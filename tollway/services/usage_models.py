@@ -16,7 +16,7 @@ from sqlalchemy import Select, Subquery, Table, and_, func, select, true, union_
 from tollway.services.errors import Invalid
 from tollway.services.usage_filters import where_terms
 from tollway.store.queries import as_utc, utcnow
-from tollway.store.rollup_shapes import FULL, pick_shape
+from tollway.store.rollup_shapes import FULL, dims_is, pick_shape
 from tollway.store.tables import usage_cube, usage_cube_daily, usage_rollups, usage_rollups_daily
 
 Bucket = Literal["hour", "day"]
@@ -170,7 +170,7 @@ def _part(
     t = table.c
     conds = where_terms(t[column], lo, hi, [(t[name], value) for name, value in f.items()])
     if shape != FULL:
-        conds.insert(0, t.dims == shape)
+        conds.insert(0, dims_is(t.dims, shape))
     cols = [t[column].label("bucket"), t.key_id, t.model, t.upstream, t.endpoint]
     return select(*cols, *(t[name] for name in COUNTERS)).where(and_(true(), *conds))
 
