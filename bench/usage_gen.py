@@ -283,14 +283,16 @@ def generate_pg(url: str, rows: int, days: int, seed: int = 7) -> None:
 
 
 async def _reset_pg(url: str) -> None:
-    """Drop Tollway's tables (and the bench's leftovers) so a new row count starts clean."""
-    from tollway.store.tables import metadata
-
+    """Drop every table of the database (the bench's own) so a new row count starts clean."""
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         async with engine.begin() as conn:
-            await conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-            await conn.run_sync(metadata.drop_all)
+            found = await conn.exec_driver_sql(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+            names = [f'"{name}"' for name in found.scalars()]
+            if names:
+                await conn.exec_driver_sql(f"DROP TABLE {', '.join(names)} CASCADE")
     finally:
         await engine.dispose()
 
