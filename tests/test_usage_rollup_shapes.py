@@ -82,10 +82,14 @@ async def _raw(engine: AsyncEngine) -> list[Any]:
 
 
 def _in(row: Any, start: datetime | None, end: datetime | None, f: dict[str, Any]) -> bool:
-    """A raw row in a rollup range (start rounded down to its hour) and filters ("" = none)."""
+    """A raw row in a rollup range and filters ("" = none): every hour bucket that starts at
+    or after start's hour and before end (so a partial last hour counts whole)."""
     ts = as_utc(row.ts)
     lo = start.replace(minute=0, second=0, microsecond=0) if start else None
-    if (lo and ts < lo) or (end and ts >= end):
+    hi = end
+    if end is not None and end != end.replace(minute=0, second=0, microsecond=0):
+        hi = end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if (lo and ts < lo) or (hi and ts >= hi):
         return False
     dims = {
         "key_id": row.key_id or 0,
@@ -144,6 +148,10 @@ RANGES = [
     (T0 + timedelta(hours=5, minutes=20), T0 + timedelta(days=2, hours=7)),  # partial days
     (T0 + timedelta(days=1), T0 + timedelta(days=2)),  # one whole day
     (T0 + timedelta(hours=30), T0 + timedelta(hours=33)),  # inside one day
+    # Mostly-whole edge days: the day's row less the hours outside (and groups that had
+    # requests only in those hours must not show up with zero).
+    (T0 + timedelta(hours=2), T0 + timedelta(days=2, hours=21, minutes=30)),
+    (T0 + timedelta(days=1, hours=1), T0 + timedelta(days=1, hours=22, minutes=10)),
 ]
 
 
@@ -184,7 +192,7 @@ async def test_reports_equal_raw_sums(traffic: tuple[AsyncEngine, list[int]], f:
             for p in series:
                 step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
                 lo = max(p.bucket, start.replace(minute=0))
-                inside = [r for r in rows if lo <= as_utc(r.ts) < min(p.bucket + step, end_)]
+                inside = [r for r in rows if lo <= as_utc(r.ts) < p.bucket + step]
                 assert _stats(p) == _sums(inside), (bucket, p.bucket)
             rep = await usage.report(engine, start=start, end=end_, bucket=bucket, top=3, **f)
             assert _stats(rep.totals) == _sums(rows)
@@ -302,3 +310,39 @@ async def test_key_stats_equal_raw_sums(traffic: tuple[AsyncEngine, list[int]]) 
         assert s.totals.model_dump() == {k: v for k, v in want.items() if k != "avg_latency_ms"}
         for dim, groups in (("endpoint", s.by_endpoint), ("model", s.by_model)):
             assert {g.name: _stats(g) for g in groups} == _grouped(rows, dim)
+
+
+async def test_groups_only_in_subtracted_hours_do_not_show(engine: AsyncEngine) -> None:
+    """A range from 01:00 reads that day's row less its 00:00 hour: a key or model seen only
+    in that hour nets to zero and must not be listed."""
+    early = (await keys.create_key(engine, {"name": "early"})).info.id
+    later = (await keys.create_key(engine, {"name": "later"})).info.id
+    day = T0 + timedelta(days=1)
+    events = [
+        UsageEvent(
+            ts=(day + timedelta(minutes=30)).timestamp(), request_id="early", key_id=early,
+            method="POST", endpoint="/v1/early", model="m-early", upstream="up-early",
+            status=200, latency_ms=10.0,
+        ),
+        UsageEvent(
+            ts=(day + timedelta(hours=5)).timestamp(), request_id="later", key_id=later,
+            method="POST", endpoint="/v1/chat/completions", model="m-a", upstream="up-1",
+            status=200, latency_ms=20.0,
+        ),
+    ]  # fmt: skip
+    await write_usage(engine, events)
+    span = {"start": day + timedelta(hours=1), "end": day + timedelta(days=1, hours=20)}
+    assert [k.key_id for k in await usage.by_key(engine, **span)] == [later]
+    assert [g.name for g in await usage.by_model(engine, **span)] == ["m-a"]
+    assert [g.name for g in await usage.by_upstream(engine, **span)] == ["up-1"]
+    assert [g.name for g in await usage.by_endpoint(engine, **span)] == ["/v1/chat/completions"]
+    rep = await usage.report(engine, bucket="day", **span)
+    assert [k.key_id for k in rep.by_key] == [later] and rep.totals.requests == 1
+    assert [g.name for g in rep.by_model] == ["m-a"]
+    assert [g.name for g in rep.by_endpoint] == ["/v1/chat/completions"]
+    stats = await usage.key_stats(engine, early, **span)
+    assert stats.totals.requests == 0 and stats.by_model == [] and stats.by_endpoint == []
+    lat = await latency_series(engine, bucket="day", **span)
+    assert sum(p.count for p in lat.points) == 1 and lat.overall_p50_ms == pytest.approx(
+        20, rel=0.05
+    )

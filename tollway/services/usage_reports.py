@@ -31,6 +31,7 @@ from tollway.services.usage_models import (
     check_order,
     day_floor,
     default_range,
+    having_requests,
     hour_floor,
     order_column,
     rollup_source,
@@ -53,6 +54,7 @@ async def _groups(
     stmt = (
         select(col.label("name"), *sums(src.c))
         .group_by(col)
+        .having(having_requests(src.c))
         .order_by(order_column(src.c, check_order(order)).desc(), col)
         .limit(check_limit(limit, MAX_GROUPS))
     )
@@ -64,6 +66,7 @@ async def _keys(conn: AsyncConnection, src: Subquery, order: str, limit: int) ->
     top = (
         select(src.c.key_id.label("key_id"), *sums(src.c))
         .group_by(src.c.key_id)
+        .having(having_requests(src.c))
         .order_by(order_column(src.c, check_order(order)).desc(), src.c.key_id)
         .limit(check_limit(limit, MAX_GROUPS))
         .subquery("top")

@@ -24,6 +24,7 @@ from tollway.services.usage_models import (
     check_bucket,
     check_limit,
     default_range,
+    having_requests,
     rollup_source,
     stats_of,
     sums,
@@ -87,13 +88,17 @@ async def report(
     top_keys = (
         select(keys_src.c.key_id, *sums(keys_src.c))
         .group_by(keys_src.c.key_id)
+        .having(having_requests(keys_src.c))
         .order_by(func.sum(keys_src.c.requests).desc(), keys_src.c.key_id)
         .limit(top)
     )
     async with engine.connect() as conn:
         series_rows_ = await series_rows(conn, series_src)
         key_rows = (await conn.execute(top_keys)).all()
-        rows = (await conn.execute(select(*dims, *sums(dims_src.c)).group_by(*dims))).all()
+        by_dims = (
+            select(*dims, *sums(dims_src.c)).group_by(*dims).having(having_requests(dims_src.c))
+        )
+        rows = (await conn.execute(by_dims)).all()
         ids = [int(r.key_id) for r in key_rows]
         names = {
             r.id: r
