@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tollway.gateway.limiting.windows import period_bounds
 from tollway.services.upstreams import UpstreamStatus
 from tollway.store.queries import as_utc, from_unix
-from tollway.store.tables import api_keys, usage_rollups
+from tollway.store.rollup_shapes import KEY, dims_is
+from tollway.store.tables import api_keys, usage_cube
 
 DOWN = {"cooldown": "upstream_down", "key_rejected": "upstream_down"}
 NO_CREDIT = {"out_of_credit": "upstream_credit"}
@@ -58,12 +59,16 @@ async def budget_crossings(
         for row in keys:
             by_period[row.budget_period or "none"].append(row)
         spend: dict[int, float] = {}
-        r = usage_rollups.c
+        r = usage_cube.c  # the per-key shape: one row per key and hour
         for kind, rows in by_period.items():
             start = period_bounds(kind, now)[0]
             stmt = (
                 select(r.key_id, func.coalesce(func.sum(r.cost_usd), 0.0))
-                .where(r.key_id.in_([row.id for row in rows]), r.hour >= from_unix(start))
+                .where(
+                    dims_is(r.dims, KEY),
+                    r.key_id.in_([row.id for row in rows]),
+                    r.hour >= from_unix(start),
+                )
                 .group_by(r.key_id)
             )
             spend.update({int(kid): float(cost) for kid, cost in await conn.execute(stmt)})

@@ -4,7 +4,7 @@ disabled) that the API, the CLI and the UI all show.
 
 Read from usage, not from the running limiter, so every face (the CLI on the database too)
 and every instance agree, and a list of keys costs two queries whatever its length:
-- spend and tokens come from the daily rollups (budget periods start on UTC days, so the
+- spend and tokens come from the daily per-key rollups (budget periods start on UTC days, so the
   sums split exactly where the limiter's periods do);
 - "limited" means one of the key's own limits refused a request in the last 60 seconds, or
   the last 60 seconds of its raw rows already fill its rpm or tpm. A full daily window
@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollway.core import fmt
 from tollway.gateway.limiting.windows import period_bounds
-from tollway.store.tables import usage_records, usage_rollups_daily
+from tollway.store.rollup_shapes import KEY, dims_is
+from tollway.store.tables import usage_cube_daily, usage_records
 
 KeyBadge = Literal["active", "expired", "exhausted", "limited", "disabled"]
 BADGES: tuple[KeyBadge, ...] = ("active", "expired", "exhausted", "limited", "disabled")
@@ -67,7 +68,7 @@ def _stamp(ts: float) -> datetime:
 
 async def _read(conn: AsyncConnection, ids: list[int], now: datetime) -> dict[int, _Usage]:
     """Two grouped queries for all `ids`: daily rollups (all time), raw rows (last minute)."""
-    d = usage_rollups_daily.c
+    d = usage_cube_daily.c  # the per-key shape: one row per key and day
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     starts = {kind: _stamp(period_bounds(kind, now.timestamp())[0]) for kind in PERIOD_KINDS}
     spend_cols = [
@@ -80,7 +81,7 @@ async def _read(conn: AsyncConnection, ids: list[int], now: datetime) -> dict[in
         func.coalesce(func.sum(case((d.day >= today, d.requests), else_=0)), 0).label("today"),
         func.coalesce(func.sum(d.cost_usd), 0.0).label("none"),
         *spend_cols,
-    ).where(d.key_id.in_(ids))
+    ).where(dims_is(d.dims, KEY), d.key_id.in_(ids))
     u = usage_records.c
     own_refusal = and_(u.status == 429, u.upstream.is_(None), u.error_type.in_(RATE_CODES))
     minute = (

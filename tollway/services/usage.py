@@ -27,6 +27,7 @@ from tollway.services.usage_models import (
     UsageReport,
     UsageStats,
     UsageTotals,
+    having_requests,
     rollup_source,
     stats_of,
     sums,
@@ -132,6 +133,7 @@ def _grouped(src: Subquery, column: str) -> Select[Any]:
     return (
         select(col.label("name"), *sums(src.c))
         .group_by(col)
+        .having(having_requests(src.c))
         .order_by(func.sum(src.c.requests).desc(), col)
     )
 
@@ -146,14 +148,17 @@ async def key_stats(
 ) -> KeyStats:
     """Totals, per-endpoint and per-model breakdowns, and the last `recent` requests of a key
     (the seed's `key-stats`). All time unless start/end narrow it (whole hours for the sums)."""
-    src = rollup_source(start=start, end=end, key_id=key_id)
+
+    def src(*group: str) -> Subquery:
+        return rollup_source(start=start, end=end, key_id=key_id, group=group)
+
     async with engine.connect() as conn:
         name = (await conn.execute(select(api_keys.c.name).where(api_keys.c.id == key_id))).scalar()
         if name is None:
             raise NotFound(f"no key with id {key_id}")
-        totals_row = (await conn.execute(select(*sums(src.c)))).one()
-        by_endpoint = await _groups(conn, _grouped(src, "endpoint"))
-        by_model = await _groups(conn, _grouped(src, "model"))
+        totals_row = (await conn.execute(select(*sums(src().c)))).one()
+        by_endpoint = await _groups(conn, _grouped(src("endpoint"), "endpoint"))
+        by_model = await _groups(conn, _grouped(src("model"), "model"))
         u = usage_records.c
         recent_rows = (
             await conn.execute(

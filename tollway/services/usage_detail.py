@@ -3,6 +3,7 @@ filtered set of requests: what the usage explorer shows above its list."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Unpack
 
 import orjson
@@ -12,12 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.services.errors import Invalid, NotFound
 from tollway.services.usage_filters import RecordFilters
-from tollway.services.usage_models import UsageStats, hour_floor
+from tollway.services.usage_models import (
+    COUNTERS,
+    UsageStats,
+    check_range,
+    hour_floor,
+    rollup_source,
+    sums,
+)
 from tollway.services.usage_records import _COLUMNS, UsageRecord, _record, record_filters
-from tollway.services.usage_reports import totals as rollup_totals
 from tollway.store.tables import api_keys, usage_records
 
 u = usage_records.c
+HOUR = timedelta(hours=1)
 
 
 class FailedAttempt(BaseModel):
@@ -82,43 +90,72 @@ def _whole_hour(dt: Any) -> bool:
 
 
 async def filtered_totals(engine: AsyncEngine, **filters: Unpack[RecordFilters]) -> UsageStats:
-    """Totals of exactly the requests the record list shows for these filters. From the
-    rollups when they answer exactly (no status or request id filter, whole-hour bounds), so
-    the explorer's default view never scans raw rows; else one SUM over the filtered rows."""
+    """Totals of exactly the requests the record list shows for these filters.
+
+    Without a status or request id filter: the rollups for the whole hours of the range and
+    one SUM over raw rows for the minutes before its first and after its last whole hour (the
+    explorer's range is to the minute), so the default view never scans raw rows and a range
+    of days reads at most two hours of them. With a status or request id filter (neither is a
+    rollup dimension): one SUM over the filtered raw rows, through the time, key and request
+    id indexes."""
     conds = record_filters(**filters)  # validates every filter first
-    start, end = filters.get("start"), filters.get("end")
-    if (
-        not filters.get("status")
-        and not (filters.get("request_id") or "").strip()
-        and _whole_hour(start)
-        and _whole_hour(end)
-    ):
-        return await rollup_totals(
-            engine,
-            start=start,
-            end=end,
-            key_id=filters.get("key_id"),
-            model=filters.get("model"),
-            upstream=filters.get("upstream"),
-        )
-    stmt = select(
+    if filters.get("status") or (filters.get("request_id") or "").strip():
+        return _stats(await _raw_sums(engine, conds))
+    start, end = check_range(filters.get("start"), filters.get("end"))
+    # The whole hours inside [start, end): rollups; the minutes around them: raw rows.
+    inner_lo = start if start is None or _whole_hour(start) else hour_floor(start) + HOUR
+    inner_hi = end if end is None else hour_floor(end)
+    narrow: dict[str, Any] = {k: filters.get(k) for k in ("key_id", "model", "upstream")}
+    if inner_lo is not None and inner_hi is not None and inner_lo >= inner_hi:
+        # No whole hour inside: a short range of raw rows.
+        return _stats(await _raw_sums(engine, conds))
+    src = rollup_source(start=inner_lo, end=inner_hi, **narrow)
+    parts = [select(*sums(src.c))]
+    edges = []
+    if inner_lo != start:
+        edges.append(record_filters(start=start, end=inner_lo, **narrow))
+    if inner_hi != end:
+        edges.append(record_filters(start=inner_hi, end=end, **narrow))
+    async with engine.connect() as conn:
+        rows = [(await conn.execute(stmt)).one() for stmt in parts]
+        rows += [(await conn.execute(_raw_stmt(edge))).one() for edge in edges]
+    return _stats(rows)
+
+
+def _raw_stmt(conds: list[Any]) -> Any:
+    client = and_(u.status >= 400, u.status < 500, u.error_type.is_distinct_from("upstream_error"))
+    return select(
         func.count().label("requests"),
         func.coalesce(func.sum(case((u.status >= 400, 1), else_=0)), 0).label("errors"),
+        func.coalesce(func.sum(case((client, 1), else_=0)), 0).label("client_errors"),
         func.coalesce(func.sum(u.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(u.completion_tokens), 0).label("completion_tokens"),
         func.coalesce(func.sum(u.total_tokens), 0).label("total_tokens"),
         func.coalesce(func.sum(u.cost_usd), 0.0).label("cost_usd"),
         func.coalesce(func.sum(u.latency_ms), 0.0).label("latency_ms_sum"),
     ).where(and_(true(), *conds))
+
+
+async def _raw_sums(engine: AsyncEngine, conds: list[Any]) -> list[Any]:
     async with engine.connect() as conn:
-        row = (await conn.execute(stmt)).one()
-    n = int(row.requests)
+        return [(await conn.execute(_raw_stmt(conds))).one()]
+
+
+def _stats(rows: list[Any]) -> UsageStats:
+    """Rows of sums (rollup and raw alike) added up."""
+    acc: dict[str, float] = dict.fromkeys(COUNTERS, 0)
+    for row in rows:  # SUM is NUMERIC (Decimal) on PostgreSQL
+        for name in COUNTERS:
+            value = getattr(row, name) or 0
+            acc[name] += float(value) if name in ("cost_usd", "latency_ms_sum") else int(value)
+    n = int(acc["requests"])
     return UsageStats(
         requests=n,
-        errors=int(row.errors),
-        prompt_tokens=int(row.prompt_tokens),
-        completion_tokens=int(row.completion_tokens),
-        total_tokens=int(row.total_tokens),
-        cost_usd=float(row.cost_usd),
-        avg_latency_ms=float(row.latency_ms_sum) / n if n else None,
+        errors=int(acc["errors"]),
+        client_errors=int(acc["client_errors"]),
+        prompt_tokens=int(acc["prompt_tokens"]),
+        completion_tokens=int(acc["completion_tokens"]),
+        total_tokens=int(acc["total_tokens"]),
+        cost_usd=float(acc["cost_usd"]),
+        avg_latency_ms=float(acc["latency_ms_sum"]) / n if n else None,
     )

@@ -7,6 +7,7 @@ and before end.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -16,7 +17,8 @@ from sqlalchemy import Select, Subquery, Table, and_, func, select, true, union_
 from tollway.services.errors import Invalid
 from tollway.services.usage_filters import where_terms
 from tollway.store.queries import as_utc, utcnow
-from tollway.store.tables import usage_rollups, usage_rollups_daily
+from tollway.store.rollup_shapes import FULL, dims_is, pick_shape
+from tollway.store.tables import usage_cube, usage_cube_daily, usage_rollups, usage_rollups_daily
 
 Bucket = Literal["hour", "day"]
 Order = Literal["requests", "tokens", "cost", "errors"]
@@ -159,12 +161,64 @@ def default_range(
 
 
 def _part(
-    table: Table, column: str, lo: datetime | None, hi: datetime | None, f: dict[str, Any]
+    table: Table,
+    column: str,
+    span: Span,
+    f: dict[str, Any],
+    shape: int,
 ) -> Select[Any]:
     t = table.c
+    _, lo, hi, sign = span
     conds = where_terms(t[column], lo, hi, [(t[name], value) for name, value in f.items()])
+    if shape != FULL:
+        conds.insert(0, dims_is(t.dims, shape))
     cols = [t[column].label("bucket"), t.key_id, t.model, t.upstream, t.endpoint]
-    return select(*cols, *(t[name] for name in COUNTERS)).where(and_(true(), *conds))
+    counters = [(t[name] if sign > 0 else -t[name]).label(name) for name in COUNTERS]
+    return select(*cols, *counters).where(and_(true(), *conds))
+
+
+Span = tuple[bool, datetime | None, datetime | None, int]  # (daily?, lo, hi, +1 or -1)
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+
+
+def _partial_day(day: datetime, lo: datetime, hi: datetime) -> list[Span]:
+    """Hours [lo, hi) of the UTC day `day` (lo whole, hi possibly not): its hourly rows, or,
+    when fewer, the day's row less the hourly rows outside [lo, hi). Today's row less the hours
+    after now is one row: the hours to come have none."""
+    inside = math.ceil((hi - lo) / HOUR)
+    if inside <= 1 + (24 - inside):
+        return [(False, lo, hi, 1)]
+    spans: list[Span] = [(True, day, day + DAY, 1)]
+    if lo > day:
+        spans.append((False, day, lo, -1))
+    if hi < day + DAY:
+        spans.append((False, hi, day + DAY, -1))
+    return spans
+
+
+def range_spans(start: datetime | None, end: datetime | None, hourly_only: bool) -> list[Span]:
+    """How [start, end) (start rounded down to its hour) is read: daily rows for every whole
+    UTC day inside it, and for a partial day at either edge its hourly rows or its daily row
+    less the hourly rows outside the range, whichever is fewer. Spans with sign -1 are
+    subtracted: a grouped read over them keeps only groups with requests (HAVING)."""
+    start, end = check_range(start, end)
+    lo = hour_floor(start) if start is not None else None
+    if hourly_only:
+        return [(False, lo, end, 1)]
+    if lo is not None and end is not None and day_floor(lo) == day_floor(end):
+        return _partial_day(day_floor(lo), lo, end)
+    spans: list[Span] = []
+    first_day = lo
+    if lo is not None and lo != day_floor(lo):
+        first_day = day_floor(lo) + DAY
+        spans += _partial_day(day_floor(lo), lo, first_day)
+    last_day = day_floor(end) if end is not None else None
+    if first_day is None or last_day is None or first_day < last_day:
+        spans.append((True, first_day, last_day, 1))
+    if end is not None and last_day is not None and last_day < end:
+        spans += _partial_day(last_day, last_day, end)
+    return spans
 
 
 def rollup_source(
@@ -176,26 +230,36 @@ def rollup_source(
     upstream: str | None = None,
     endpoint: str | None = None,
     hourly_only: bool = False,
+    group: tuple[str, ...] = (),
 ) -> Subquery:
     """The rollup rows covering [start, end) (whole hours), as one subquery with the columns
     bucket, key_id, model, upstream, endpoint and the counters: daily rows for every whole UTC
-    day inside the range, hourly rows for the partial days at its edges. model/upstream ""
-    select requests without one."""
-    start, end = check_range(start, end)
+    day inside the range, and for the partial days at its edges hourly rows, or the day's row
+    with the hours outside subtracted (negative counters: grouped reads must keep only groups
+    with `having_requests`). model/upstream "" select requests without one.
+
+    `group` names the dimensions the caller groups by: the rows come from the smallest
+    rollup that keeps those and the filtered ones (store/rollup_shapes.py); dimensions a
+    shape does not keep read 0 or ""."""
     f = {"key_id": key_id, "model": model, "upstream": upstream, "endpoint": endpoint}
-    lo = hour_floor(start) if start is not None else None
-    first_day = lo if lo is None or lo == day_floor(lo) else day_floor(lo) + timedelta(days=1)
-    last_day = day_floor(end) if end is not None else None
-    if hourly_only or (first_day is not None and last_day is not None and first_day >= last_day):
-        return _part(usage_rollups, "hour", lo, end, f).subquery("rollups")
-    parts = [_part(usage_rollups_daily, "day", first_day, last_day, f)]
-    if lo is not None and first_day is not None and lo < first_day:
-        parts.append(_part(usage_rollups, "hour", lo, first_day, f))
-    if last_day is not None and end is not None and last_day < end:
-        parts.append(_part(usage_rollups, "hour", last_day, end, f))
+    filtered = {name for name, value in f.items() if value is not None}
+    shape = pick_shape(set(group) | filtered, filtered)
+    hourly, daily = (
+        (usage_rollups, usage_rollups_daily) if shape == FULL else (usage_cube, usage_cube_daily)
+    )
+    parts = [
+        _part(daily, "day", span, f, shape) if span[0] else _part(hourly, "hour", span, f, shape)
+        for span in range_spans(start, end, hourly_only)
+    ]
     if len(parts) == 1:
         return parts[0].subquery("rollups")
     return union_all(*parts).subquery("rollups")
+
+
+def having_requests(c: Any) -> Any:
+    """HAVING term for reads grouped by a dimension: a group whose rows were all subtracted
+    (it had requests only in hours outside the range) nets to zero requests and is no group."""
+    return func.sum(c.requests) > 0
 
 
 def check_bucket(bucket: str) -> Bucket:

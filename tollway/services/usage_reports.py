@@ -8,6 +8,7 @@ start/end (UTC range, whole hours), key_id, model, upstream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Unpack
 
@@ -30,6 +31,7 @@ from tollway.services.usage_models import (
     check_order,
     day_floor,
     default_range,
+    having_requests,
     hour_floor,
     order_column,
     rollup_source,
@@ -52,6 +54,7 @@ async def _groups(
     stmt = (
         select(col.label("name"), *sums(src.c))
         .group_by(col)
+        .having(having_requests(src.c))
         .order_by(order_column(src.c, check_order(order)).desc(), col)
         .limit(check_limit(limit, MAX_GROUPS))
     )
@@ -63,6 +66,7 @@ async def _keys(conn: AsyncConnection, src: Subquery, order: str, limit: int) ->
     top = (
         select(src.c.key_id.label("key_id"), *sums(src.c))
         .group_by(src.c.key_id)
+        .having(having_requests(src.c))
         .order_by(order_column(src.c, check_order(order)).desc(), src.c.key_id)
         .limit(check_limit(limit, MAX_GROUPS))
         .subquery("top")
@@ -100,7 +104,7 @@ async def by_key(
     limit: int = 100,
 ) -> list[KeyUsage]:
     """Usage per client key, largest first by `order` (requests, tokens, cost, errors)."""
-    src = rollup_source(start=start, end=end, model=model, upstream=upstream)
+    src = rollup_source(start=start, end=end, model=model, upstream=upstream, group=("key_id",))
     async with engine.connect() as conn:
         return await _keys(conn, src, order, limit)
 
@@ -110,7 +114,7 @@ async def _by(
 ) -> list[UsageGroup]:
     check_order(order)
     check_limit(limit, MAX_GROUPS)
-    src = rollup_source(**filters)
+    src = rollup_source(group=(column,), **filters)
     async with engine.connect() as conn:
         return await _groups(conn, src, column, order, limit)
 
@@ -195,9 +199,18 @@ def _buckets(start: datetime, end: datetime, bucket: Bucket) -> list[datetime]:
 async def _series(
     conn: AsyncConnection, start: datetime, end: datetime, bucket: Bucket, src: Subquery
 ) -> list[UsagePoint]:
-    # Grouped by rollup bucket in SQL (portable), folded into days here.
+    return series_points(await series_rows(conn, src), start, end, bucket)
+
+
+async def series_rows(conn: AsyncConnection, src: Subquery) -> Sequence[Any]:
+    # Grouped by rollup bucket in SQL (portable), folded into days by series_points.
     stmt = select(src.c.bucket, *sums(src.c)).group_by(src.c.bucket)
-    rows = (await conn.execute(stmt)).all()
+    return (await conn.execute(stmt)).all()
+
+
+def series_points(
+    rows: Sequence[Any], start: datetime, end: datetime, bucket: Bucket
+) -> list[UsagePoint]:
     acc: dict[datetime, dict[str, float]] = {b: {} for b in _buckets(start, end, bucket)}
     for row in rows:
         at = as_utc(row.bucket)

@@ -1,8 +1,8 @@
 """The one-call usage report (`tollway usage`, the dashboard, GET /admin/api/usage).
 
-Its four breakdowns and the totals come from ONE grouped scan of the rollups (one row per
-key/model/upstream/endpoint combination seen in the range), folded here; six separate GROUP BY
-queries would each re-read the range. The series is a second query.
+Three grouped reads, each of the smallest rollup that answers it (store/rollup_shapes.py): the
+series (its rows also sum to the totals), the top keys (GROUP BY key, LIMIT top), and one
+scan per model/upstream/endpoint folded here into the three other breakdowns.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.services.usage_models import (
@@ -24,11 +24,12 @@ from tollway.services.usage_models import (
     check_bucket,
     check_limit,
     default_range,
+    having_requests,
     rollup_source,
     stats_of,
     sums,
 )
-from tollway.services.usage_reports import _series
+from tollway.services.usage_reports import series_points, series_rows
 from tollway.store.tables import api_keys
 
 DIMENSIONS = ("key_id", "model", "upstream", "endpoint")
@@ -79,14 +80,26 @@ async def report(
     start, end = default_range(start, end, b)
     check_limit(top, MAX_GROUPS)
     f: dict[str, Any] = {"key_id": key_id, "model": model, "upstream": upstream}
-    src = rollup_source(start=start, end=end, **f)
-    series_src = src if b == "day" else rollup_source(start=start, end=end, hourly_only=True, **f)
-    cols = [src.c[d] for d in DIMENSIONS]
+    span = {"start": start, "end": end, **f}
+    series_src = rollup_source(hourly_only=b == "hour", **span)
+    keys_src = rollup_source(group=("key_id",), **span)
+    dims_src = rollup_source(group=DIMENSIONS[1:], **span)
+    dims = [dims_src.c[d] for d in DIMENSIONS[1:]]
+    top_keys = (
+        select(keys_src.c.key_id, *sums(keys_src.c))
+        .group_by(keys_src.c.key_id)
+        .having(having_requests(keys_src.c))
+        .order_by(func.sum(keys_src.c.requests).desc(), keys_src.c.key_id)
+        .limit(top)
+    )
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(*cols, *sums(src.c)).group_by(*cols))).all()
-        series = await _series(conn, start, end, b, series_src)
-        top_keys = _top(_fold(rows, "key_id"), top)
-        ids = [k for k, _ in top_keys]
+        series_rows_ = await series_rows(conn, series_src)
+        key_rows = (await conn.execute(top_keys)).all()
+        by_dims = (
+            select(*dims, *sums(dims_src.c)).group_by(*dims).having(having_requests(dims_src.c))
+        )
+        rows = (await conn.execute(by_dims)).all()
+        ids = [int(r.key_id) for r in key_rows]
         names = {
             r.id: r
             for r in (
@@ -97,8 +110,9 @@ async def report(
                 )
             ).all()
         }
+    # The series covers exactly the range's hours: its rows add up to the totals.
     total = _Sums()
-    for row in rows:
+    for row in series_rows_:
         total.add(row)
 
     def groups(dim: str) -> list[UsageGroup]:
@@ -110,15 +124,15 @@ async def report(
         bucket=b,
         **f,
         totals=UsageStats(**stats_of(total)),
-        series=series,
+        series=series_points(series_rows_, start, end, b),
         by_key=[
             KeyUsage(
-                key_id=int(k),
-                name=names[k].name if k in names else None,
-                prefix=names[k].prefix if k in names else None,
-                **stats_of(s),
+                key_id=int(r.key_id),
+                name=names[r.key_id].name if r.key_id in names else None,
+                prefix=names[r.key_id].prefix if r.key_id in names else None,
+                **stats_of(r),
             )
-            for k, s in top_keys
+            for r in key_rows
         ],
         by_model=groups("model"),
         by_upstream=groups("upstream"),

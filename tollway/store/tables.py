@@ -13,11 +13,13 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -130,6 +132,9 @@ usage_records = Table(
     Column("cache_hit", Boolean, nullable=False, server_default=false()),
     Index("ix_usage_records_ts", "ts"),
     Index("ix_usage_records_key_ts", "key_id", "ts"),
+    # A key's record pages, newest first by id (keyset): its errors without reading its
+    # whole history (migration 0010).
+    Index("ix_usage_records_key_id", "key_id", "id"),
     # One row per request: replays and retries insert with ON CONFLICT DO NOTHING.
     Index("uq_usage_records_request_id", "request_id", unique=True),
 )
@@ -155,6 +160,9 @@ usage_rollups = Table(
     Column("latency_ms_sum", Float, nullable=False, default=0.0),
     UniqueConstraint("hour", "key_id", "model", "upstream", "endpoint", name="uq_usage_rollups"),
     Index("ix_usage_rollups_key_hour", "key_id", "hour"),
+    # Top keys of one model (migration 0010; a per-key-and-model shape would cost the usage
+    # writer a few hundred more rows a batch).
+    Index("ix_usage_rollups_model_hour", "model", "hour"),
 )
 
 # The same sums per UTC day, kept by the usage writer alongside the hourly ones: reports over
@@ -181,7 +189,78 @@ usage_rollups_daily = Table(
         "day", "key_id", "model", "upstream", "endpoint", name="uq_usage_rollups_daily"
     ),
     Index("ix_usage_rollups_daily_key_day", "key_id", "day"),
+    Index("ix_usage_rollups_daily_model_day", "model", "day"),
 )
+
+
+def _cube(name: str, bucket: str) -> Table:
+    """The rollups' counters summed over fewer dimensions (migration 0010): `dims` says which
+    of key_id (1), model (2), upstream (4) and endpoint (8) a row keeps; the others hold 0 or
+    "". A 30-day top-keys list reads one row per key and day instead of one per
+    key/model/upstream/endpoint (store/rollup_shapes.py lists the shapes kept)."""
+    return Table(
+        name,
+        metadata,
+        Column(bucket, DateTime(timezone=True), nullable=False),
+        Column("dims", SmallInteger, nullable=False),
+        Column("key_id", Integer, nullable=False),
+        Column("model", String(300), nullable=False),
+        Column("upstream", String(200), nullable=False),
+        Column("endpoint", String(300), nullable=False),
+        *(
+            Column(c, BigInteger, nullable=False, default=0)
+            for c in (
+                "requests",
+                "errors",
+                "client_errors",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+            )
+        ),
+        Column("cost_usd", Float, nullable=False, default=0.0),
+        Column("latency_ms_sum", Float, nullable=False, default=0.0),
+        # Reads by shape and range (unfiltered top lists, series); the second index serves the
+        # shapes read for one upstream (top keys of an upstream).
+        UniqueConstraint(
+            "dims", bucket, "key_id", "model", "upstream", "endpoint", name=f"uq_{name}"
+        ),
+        Index(f"ix_{name}_dims_model_upstream_{bucket}", "dims", "model", "upstream", bucket),
+        # One key's rows of the per-key shape (budgets, key standing, a key's series); partial,
+        # so queries must spell `dims = 1` as a literal (rollup_shapes.dims_is).
+        Index(
+            f"ix_{name}_key_{bucket}",
+            "key_id",
+            bucket,
+            sqlite_where=text("dims = 1"),
+            postgresql_where=text("dims = 1"),
+        ),
+    )
+
+
+usage_cube = _cube("usage_cube", "hour")
+usage_cube_daily = _cube("usage_cube_daily", "day")
+
+
+def _latency(name: str, bucket: str) -> Table:
+    """Latency histograms (migration 0010): requests per latency bucket (8 per doubling of
+    the milliseconds, store/latency_buckets.py), in all (`dims` 0), per model (2) and per
+    upstream (4), so the dashboard's p50/p95 never read raw rows."""
+    return Table(
+        name,
+        metadata,
+        Column(bucket, DateTime(timezone=True), nullable=False),
+        Column("dims", SmallInteger, nullable=False),
+        Column("model", String(300), nullable=False),
+        Column("upstream", String(200), nullable=False),
+        Column("ms_bucket", SmallInteger, nullable=False),
+        Column("requests", BigInteger, nullable=False, default=0),
+        UniqueConstraint("dims", "model", "upstream", bucket, "ms_bucket", name=f"uq_{name}"),
+    )
+
+
+usage_latency = _latency("usage_latency", "hour")
+usage_latency_daily = _latency("usage_latency_daily", "day")
 
 # Bumped by every admin change; every instance polls it to drop stale caches within a second.
 state_revisions = Table(

@@ -1,4 +1,5 @@
-"""Writes a batch of usage events: raw rows, hourly rollups and keys' last use, in one transaction.
+"""Writes a batch of usage events: raw rows, rollups (hourly, daily, the narrower cube and
+latency histograms: store/usage_slices.py) and keys' last use, in one transaction.
 
 Called by the gateway's background usage sink, never on the request path.
 """
@@ -21,9 +22,11 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.core.types import UsageEvent
-from tollway.store.queries import from_unix, upsert
+from tollway.store.queries import from_unix
 from tollway.store.tables import api_keys, usage_records, usage_rollups, usage_rollups_daily
+from tollway.store.upsert_rows import add_rows
 from tollway.store.usage_clean import clean
+from tollway.store.usage_slices import write_slices
 
 log = logging.getLogger("tollway.usage")
 
@@ -127,6 +130,7 @@ async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
         # already in the table is skipped by the insert and must not be counted twice.
         inserted = await _insert_records(conn, rows)
         rollups: dict[RollupKey, _Rollup] = {}
+        samples: list[tuple[datetime, str, str, float]] = []  # for the latency histograms
         last_used: dict[int, datetime] = {}
         for ev, row in zip(events, rows, strict=True):
             if ev.request_id not in inserted:
@@ -138,11 +142,14 @@ async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
             if rollup is None:
                 rollup = rollups[rk] = _Rollup()
             rollup.add(ev)
+            if ev.latency_ms is not None:
+                samples.append((hour, rk[2], rk[3], ev.latency_ms))
             if key_id is not None and (key_id not in last_used or ts > last_used[key_id]):
                 last_used[key_id] = ts
         if rollups:
             await _upsert_rollups(conn, usage_rollups, "hour", rollups)
             await _upsert_rollups(conn, usage_rollups_daily, "day", _by_day(rollups))
+            await write_slices(conn, rollups, samples)  # type: ignore[arg-type]
         await _touch_keys(conn, last_used)
 
 
@@ -309,24 +316,10 @@ def _by_day(rollups: dict[RollupKey, _Rollup]) -> dict[RollupKey, _Rollup]:
 async def _upsert_rollups(
     conn: AsyncConnection, table: Table, bucket: str, rollups: dict[RollupKey, _Rollup]
 ) -> None:
-    stmt = upsert(conn, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[bucket, "key_id", "model", "upstream", "endpoint"],
-        set_={name: table.c[name] + stmt.excluded[name] for name in _COUNTERS},
-    )
     # Sorted so concurrent writers (several instances on PostgreSQL) lock rows in one order.
-    params = [
-        {
-            bucket: hour,
-            "key_id": key_id,
-            "model": model,
-            "upstream": upstream,
-            "endpoint": endpoint,
-            **{name: getattr(r, name) for name in _COUNTERS},
-        }
-        for (hour, key_id, model, upstream, endpoint), r in sorted(rollups.items())
-    ]
-    await conn.execute(stmt, params)
+    keys = (bucket, "key_id", "model", "upstream", "endpoint")
+    rows = [(*rk, *(getattr(r, name) for name in _COUNTERS)) for rk, r in sorted(rollups.items())]
+    await add_rows(conn, table, keys, _COUNTERS, rows)
 
 
 async def _touch_keys(conn: AsyncConnection, last_used: dict[int, datetime]) -> None:
