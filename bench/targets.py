@@ -162,10 +162,14 @@ def start_tollway(
     redis_url: str | None,
     extra_env: dict[str, str] | None = None,
     upstream: str | None = None,
+    make_keys: Callable[[Path], str] | None = None,
 ) -> Target:
     """A fresh SQLite database, a key with every limit set, then `tollway serve`. `upstream`
     is the bench model's origin (default the fake upstream's plain port); an https:// one
-    needs `TOLLWAY_UPSTREAM_CA_BUNDLE` in `extra_env` unless the system trusts it."""
+    needs `TOLLWAY_UPSTREAM_CA_BUNDLE` in `extra_env` unless the system trusts it.
+
+    `make_keys(database file)`, when given, replaces make_key.py: it fills the initialised
+    database and returns the key the start-up probe uses (many_keys.py's million keys)."""
     port = free_port()
     home = ctx.tmp / name
     home.mkdir()
@@ -210,8 +214,11 @@ def start_tollway(
 
     if setup(str(BIN / "tollway"), "init") is None:
         return t
-    out = setup(sys.executable, str(BENCH_DIR / "make_key.py"))
-    if out is None:
-        return t
-    t.key = str(json.loads(out)["key"])
+    if make_keys is not None:
+        t.key = make_keys(home / "tollway.db")
+    else:
+        out = setup(sys.executable, str(BENCH_DIR / "make_key.py"))
+        if out is None:
+            return t
+        t.key = str(json.loads(out)["key"])
     return spawn(ctx, t, [str(BIN / "tollway"), "serve"], cwd=home, env=env)

@@ -15,7 +15,7 @@ import pytest
 
 from tollway.core.secrets import hash_key
 from tollway.core.types import KeyRecord
-from tollway.gateway.auth import KeyCache
+from tollway.gateway.auth import KeyCache, one_by_one
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
 from tollway.gateway.key_lru import KeyLRU
 from tollway.store import queries
@@ -35,7 +35,7 @@ async def test_random_keys_stay_within_the_cache_bound_and_never_evict_known_key
             return good
         return None
 
-    cache = KeyCache(loader, ttl=600, negative_ttl=600, size=100, negative_size=1000)
+    cache = KeyCache(one_by_one(loader), ttl=600, negative_ttl=600, size=100, negative_size=1000)
     assert await cache.lookup("tw-good") is good
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -79,13 +79,13 @@ def counted_reads(stack: Stack) -> list[str]:
     rt = stack.gateway.app.runtime
     assert rt is not None
     reads: list[str] = []
-    load = rt.keys._loader
+    load = rt.keys._load
 
-    async def counting(digest: str) -> Any:
-        reads.append(digest)
-        return await load(digest)
+    async def counting(digests: list[str]) -> Any:
+        reads.extend(digests)
+        return await load(digests)
 
-    rt.keys._loader = counting
+    rt.keys._load = counting
     return reads
 
 

@@ -9,7 +9,7 @@ import pytest
 from tollway.core.errors import GatewayError
 from tollway.core.secrets import hash_key
 from tollway.core.types import KeyRecord, UsageEvent
-from tollway.gateway.auth import KeyCache, extract_key
+from tollway.gateway.auth import KeyCache, extract_key, one_by_one
 from tollway.gateway.body import body_for, inspect
 from tollway.gateway.sse import SSETracker, normalize_usage
 from tollway.gateway.usage import UsageSink
@@ -24,7 +24,7 @@ async def test_key_cache_hits_misses_negative_and_single_flight() -> None:
         await asyncio.sleep(0.01)
         return record if digest == hash_key("tw-good") else None
 
-    cache = KeyCache(loader, ttl=60, negative_ttl=60)
+    cache = KeyCache(one_by_one(loader), ttl=60, negative_ttl=60)
     got = await asyncio.gather(*(cache.lookup("tw-good") for _ in range(20)))
     assert all(g is record for g in got) and len(calls) == 1
     assert await cache.lookup("tw-bad") is None
@@ -44,7 +44,7 @@ async def test_key_cache_loader_failure_reaches_every_waiter_and_is_not_cached()
             raise RuntimeError("db down")
         return None
 
-    cache = KeyCache(loader)
+    cache = KeyCache(one_by_one(loader))
     results = await asyncio.gather(
         *(cache.lookup("tw-x") for _ in range(3)), return_exceptions=True
     )

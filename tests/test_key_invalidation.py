@@ -15,7 +15,7 @@ import pytest
 
 from tollway.core.secrets import hash_key
 from tollway.core.types import KeyRecord
-from tollway.gateway.auth import KeyCache
+from tollway.gateway.auth import KeyCache, one_by_one
 from tollway.services import keys as key_service
 from tollway.store import key_changes
 from tollway.store.db import create_engine
@@ -39,7 +39,7 @@ async def test_a_load_in_flight_when_its_key_is_invalidated_does_not_store() -> 
         await gate.wait()
         return _record(seen)
 
-    cache = KeyCache(slow_loader, ttl=60, negative_ttl=5)
+    cache = KeyCache(one_by_one(slow_loader), ttl=60, negative_ttl=5)
     first = asyncio.create_task(cache.lookup("tw-key"))
     await asyncio.sleep(0.01)  # the read has started
     version[0] = "new"  # the admin change commits...
@@ -58,7 +58,7 @@ async def test_invalidate_forgets_only_that_key() -> None:
         reads[digest] += 1
         return _record(digest[:6])
 
-    cache = KeyCache(loader)
+    cache = KeyCache(one_by_one(loader))
     for raw in ("tw-a", "tw-b", "tw-a", "tw-b"):
         await cache.lookup(raw)
     cache.invalidate(hash_key("tw-a"))
@@ -95,13 +95,13 @@ def _count_reads(gateway: GatewayThread) -> Counter[str]:
     rt = gateway.app.runtime
     assert rt is not None
     reads: Counter[str] = Counter()
-    load = rt.keys._loader
+    load = rt.keys._load
 
-    async def counting(digest: str) -> Any:
-        reads[digest] += 1
-        return await load(digest)
+    async def counting(digests: list[str]) -> Any:
+        reads.update(digests)
+        return await load(digests)
 
-    rt.keys._loader = counting
+    rt.keys._load = counting
     return reads
 
 

@@ -3,18 +3,20 @@ usage history that seeds budgets and quotas, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.core.types import UsageEvent
+from tollway.gateway.limiting.seed import BatchedSeed
 from tollway.gateway.pricing import Price, PriceBook, PriceConfigError, cost_usd, prices_from_config
 from tollway.services import keys as key_service
 from tollway.services import prices as price_service
 from tollway.services.errors import Invalid, NotFound
 from tollway.store.queries import read_revisions
-from tollway.store.spend import key_spend
+from tollway.store.spend import key_spend, keys_spend
 from tollway.store.usage_writer import write_usage
 
 
@@ -109,3 +111,28 @@ async def test_key_spend_reads_the_rollups(engine: AsyncEngine) -> None:
     assert await key_spend(engine, key_id, day) == (150, 0.25)
     assert await key_spend(engine, key_id, 0.0) == (150, 1.25)
     assert await key_spend(engine, 99_999, 0.0) == (0, 0.0)
+    many = await keys_spend(engine, [key_id, other, 99_999], day)
+    assert many == {key_id: (150, 0.25), other: (1000, 9.0), 99_999: (0, 0)}
+
+    # The limits' first reads of keys asked together: one query per period start.
+    reads: list[tuple[list[int], float]] = []
+
+    async def read(ids: list[int], since: float) -> dict[int, tuple[int, float]]:
+        reads.append((ids, since))
+        return await keys_spend(engine, ids, since)
+
+    seed = BatchedSeed(read)
+    got = await asyncio.gather(
+        seed(key_id, day), seed(other, day), seed(key_id, day), seed(key_id, 0.0)
+    )
+    assert got == [(150, 0.25), (1000, 9.0), (150, 0.25), (150, 1.25)]
+    assert sorted(reads) == [([key_id], 0.0), ([key_id, other], day)]
+
+
+async def test_a_failed_batched_seed_read_reaches_every_asker() -> None:
+    async def down(ids: list[int], since: float) -> dict[int, tuple[int, float]]:
+        raise ConnectionError("database down")
+
+    seed = BatchedSeed(down)
+    got = await asyncio.gather(seed(1, 0.0), seed(2, 0.0), return_exceptions=True)
+    assert all(isinstance(g, ConnectionError) for g in got)

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tollway.core.errors import GatewayError
-from tollway.gateway.limiting import RedisLimiter, connect
+from tollway.gateway.limiting import RedisLimiter, connect, redis_backend
 from tollway.gateway.limits import NO_ADMISSION, Admission
 
 from .fixtures_gateway import Stack, make_key, run_async
@@ -52,6 +52,22 @@ async def test_unreachable_redis_refuses_limited_keys_only() -> None:
         assert err.value.headers["retry-after"] == "1"
         # Settling while Redis is away must not fail the request that is ending.
         await limiter.settle(key(max_parallel=1), Admission([], True, "x:1"), 5, 0.1)
+    finally:
+        await limiter.close()
+
+
+async def test_key_names_kept_for_many_keys_are_bounded(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_backend, "MAX_NAMED_KEYS", 50)
+    limiter = RedisLimiter(connect(REDIS_URL), prefix)
+    try:
+        for key_id in range(1, 201):
+            await limiter.settle(
+                key(key_id, rpm=10), await limiter.admit(key(key_id, rpm=10), "m"), 1, None
+            )
+        assert 0 < len(limiter._names) <= 50
+        assert limiter._keys(7)[1] == f"{prefix}:{{k7}}:rpm"  # rebuilt once forgotten
     finally:
         await limiter.close()
 

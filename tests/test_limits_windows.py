@@ -5,11 +5,14 @@ concurrency. The Redis backend runs on real Redis."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tollway.core.errors import GatewayError
+from tollway.gateway.limiting import LocalLimiter
 from tollway.gateway.limits import NO_ADMISSION, Admission
 
 from .limits_support import Clock, CountingSeed, Factory, backend_factory, key
@@ -291,3 +294,24 @@ async def test_all_limits_together_charge_only_when_admitted(make: Factory) -> N
         except GatewayError as exc:
             assert exc.code == "rate_limit_exceeded"
     assert ok == 4
+
+
+async def test_in_process_state_per_key_stays_small() -> None:
+    # A hundred thousand keys in use, every limit set: the windows were ~4 KB a key (a
+    # deque each), 400 MB in all; flat lists hold the same in about a kilobyte.
+    lim = LocalLimiter(clock=Clock(T0))
+    limits = dict(rpm=10**9, rpd=10**9, tpm=10**9, tpd=10**9, token_quota=10**12)
+    keys = [
+        key(i, **limits, budget_usd=1e6, budget_period="monthly", max_parallel=100)
+        for i in range(1, 2001)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for k in keys:
+        await lim.settle(k, await lim.admit(k, "m"), 30, 0.001)
+    gc.collect()
+    per_key = (tracemalloc.get_traced_memory()[0] - before) / len(keys)
+    tracemalloc.stop()
+    assert per_key < 1500, per_key
+    assert (await lim.snapshot(7))["tokens"] == 30

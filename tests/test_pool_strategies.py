@@ -90,6 +90,18 @@ def test_unknown_balance_counts_as_the_mean_of_known_ones() -> None:
     assert counts["unknown"] / 1500 == pytest.approx(20 / 60, abs=0.02)
 
 
+def test_balance_without_any_known_balance_follows_the_static_weights() -> None:
+    # No probe answered yet: the balance strategy splits by weight, and a balance that
+    # becomes known for one account switches it to weight x balance at once.
+    a, b = up("a", weight=3.0), up("b", weight=1.0, account="shared")
+    c = up("c", weight=1.0, account="shared")
+    pool = make_pool([a, b, c])
+    assert picks(pool, 500) == Counter({"a": 300, "b": 100, "c": 100})
+    pool.set_balance(a.acct, 1.0, 0.0)  # b's and c's account: the mean, 1.0, shared by two
+    counts = picks(pool, 800)
+    assert counts == Counter({"a": 600, "b": 100, "c": 100})
+
+
 def test_bursts_spread_when_weights_are_close() -> None:
     ups = [up("a"), up("b"), up("c")]
     pool = make_pool(ups)

@@ -19,6 +19,7 @@ from tollway.store.queries import (
     kv_get,
     kv_set,
     load_key_by_hash,
+    load_keys_by_hash,
     read_revisions,
 )
 from tollway.store.tables import api_keys, usage_records, usage_rollups
@@ -83,6 +84,21 @@ async def test_load_key_by_hash(engine: AsyncEngine) -> None:
     rec2 = await load_key_by_hash(engine, hash_key(plain.key))
     assert rec2 is not None
     assert rec2.models is None and rec2.expires_at is None and not rec2.limits.any()
+
+
+async def test_load_keys_by_hash_reads_many_and_shares_equal_limits(engine: AsyncEngine) -> None:
+    tier = {"rpm": 60, "budget_usd": 5.0, "budget_period": "daily"}
+    made = [await keys.create_key(engine, {"name": f"k{i}", **tier}) for i in range(3)]
+    other = await keys.create_key(engine, {"name": "other", "rpm": 61})
+    hashes = [hash_key(m.key) for m in [*made, other]]
+    found = await load_keys_by_hash(engine, [*hashes, hash_key("tw-unknown")])
+    assert sorted(found) == sorted(hashes)  # the unknown key is absent
+    assert [found[h].name for h in hashes] == ["k0", "k1", "k2", "other"]
+    first = found[hashes[0]].limits
+    assert first == KeyLimits(rpm=60, budget_usd=5.0, budget_period="daily")
+    # One object for the three keys of one tier, another for the odd one.
+    assert all(found[h].limits is first for h in hashes[:3])
+    assert found[hashes[3]].limits is not first and found[hashes[3]].limits.rpm == 61
 
 
 async def test_revisions(engine: AsyncEngine) -> None:

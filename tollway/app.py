@@ -20,6 +20,7 @@ from tollway.core.ids import new_request_id, reseed
 from tollway.core.server_secret import ensure_server_secret, server_secret
 from tollway.core.settings import Settings, get_settings
 from tollway.core.throttle import FailureThrottle
+from tollway.core.types import KeyRecord
 from tollway.gateway.asgi import Message, Receive, Scope, Send
 from tollway.gateway.auth import KeyCache
 from tollway.gateway.auth_throttle import InvalidKeyThrottle
@@ -231,14 +232,14 @@ class TollwayApp:
         upstreams = UpstreamManager(pool, s, engine, shared=shared_state(s, pool))
         await upstreams.start()
 
-        async def load_key(key_hash: str) -> Any:
-            return await queries.load_key_by_hash(engine, key_hash)
+        async def load_keys(key_hashes: list[str]) -> dict[str, KeyRecord]:
+            return await queries.load_keys_by_hash(engine, key_hashes)
 
         spool_dir = s.spool_path()
         writer = usage_writer(s, engine, spool_dir)
 
         keys = KeyCache(
-            load_key,
+            load_keys,
             s.key_cache_ttl,
             s.negative_cache_ttl,
             s.key_cache_size,
@@ -308,6 +309,7 @@ class TollwayApp:
         if rt.upstreams is not None:
             await rt.upstreams.stop()
         await requests_settled(rt.gateway)
+        await rt.keys.close()
         await rt.sink.stop()
         if rt.observe is not None:
             await rt.observe.close()

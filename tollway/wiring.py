@@ -15,6 +15,7 @@ from tollway.core.settings import Settings
 from tollway.core.types import UsageEvent
 from tollway.gateway.endpoint import Gateway
 from tollway.gateway.limiting import LocalLimiter, RedisLimiter, connect
+from tollway.gateway.limiting.seed import BatchedSeed
 from tollway.gateway.limits import Limiter
 from tollway.gateway.pricing import Price, prices_from_config
 from tollway.gateway.usage import UsageSink, UsageWriter, open_spool
@@ -22,7 +23,7 @@ from tollway.gateway.usage_process import UsageProcess
 from tollway.services import prices as price_service
 from tollway.services.admin_secret import AdminVerifier, load_verifier
 from tollway.store.db import pgbouncer_url
-from tollway.store.spend import key_spend
+from tollway.store.spend import keys_spend
 from tollway.store.usage_worker import DEAD_LETTER
 from tollway.store.usage_writer import write_usage
 from tollway.upstreams.pool import Pool
@@ -92,9 +93,10 @@ def usage_writer(s: Settings, engine: AsyncEngine, spool_dir: Path | None = None
 def build_limiter(s: Settings, engine: AsyncEngine) -> Limiter:
     """In-process limits, or Redis-shared ones when TOLLWAY_REDIS_URL is set."""
 
-    async def seed(key_id: int, since: float) -> tuple[int, float]:
-        return await key_spend(engine, key_id, since)
+    async def read(key_ids: list[int], since: float) -> dict[int, tuple[int, float]]:
+        return await keys_spend(engine, key_ids, since)
 
+    seed = BatchedSeed(read)
     if s.redis_url:
         limiter = RedisLimiter(connect(s.redis_url, s.redis_timeout), s.redis_prefix, seed)
         limiter.start()

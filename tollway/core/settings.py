@@ -160,7 +160,10 @@ class Settings(BaseSettings):
         description="Open client connections per process; unset: (open-file limit - 64) / 2.",
     )
     key_cache_size: int = Field(
-        default=100_000, ge=1, description="Known client keys cached (least recently used out)."
+        default=100_000,
+        ge=1,
+        description="Known client keys cached per process, ~0.55 KB each (least recently used "
+        "out); at least the keys in use, or each request for the others reads the database.",
     )
     negative_cache_size: int = Field(
         default=10_000, ge=1, description="Unknown client keys cached (least recently used out)."
@@ -201,7 +204,11 @@ class Settings(BaseSettings):
         description="Seconds shutdown (and start-up's replay) keep trying to write usage; the "
         "rest stays in the spool.",
     )
-    key_cache_ttl: float = Field(default=60.0, description="Seconds a known key stays cached.")
+    key_cache_ttl: float = Field(
+        default=60.0,
+        description="Seconds before a cached key is read again (in the background; it keeps "
+        "answering from the cache meanwhile).",
+    )
     negative_cache_ttl: float = Field(
         default=5.0, description="Seconds an unknown key stays cached."
     )

@@ -30,6 +30,11 @@ class KeyLRU:
             return entry
         return self._unknown.get(digest)  # not refreshed: an unknown key earns no stay
 
+    def peek(self, digest: str) -> Entry | None:
+        """The entry, leaving its place in the LRU order alone."""
+        entry = self._known.get(digest)
+        return entry if entry is not None else self._unknown.get(digest)
+
     def __setitem__(self, digest: str, entry: Entry) -> None:
         if entry[0] is None:
             self._known.pop(digest, None)

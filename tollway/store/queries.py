@@ -77,6 +77,22 @@ _KEY_COLUMNS = (
 )
 
 
+MAX_SHARED_LIMITS = 10_000
+_shared_limits: dict[KeyLimits, KeyLimits] = {}
+
+
+def shared_limits(limits: KeyLimits) -> KeyLimits:
+    """One object for equal limits (frozen, so safe to share): keys are usually made in a few
+    tiers, and a cache of a hundred thousand keys then holds a few limit objects, not one
+    (~350 bytes with its numbers) per key. Bounded: past the limit it starts over."""
+    found = _shared_limits.get(limits)
+    if found is None:
+        if len(_shared_limits) >= MAX_SHARED_LIMITS:
+            _shared_limits.clear()
+        found = _shared_limits[limits] = limits
+    return found
+
+
 def key_record_from_row(row: Any) -> KeyRecord:
     expires = as_utc(row.expires_at)
     models: Sequence[str] | None = row.models
@@ -88,15 +104,17 @@ def key_record_from_row(row: Any) -> KeyRecord:
         email=row.email,
         expires_at=expires.timestamp() if expires is not None else None,
         models=frozenset(models) if models is not None else None,
-        limits=KeyLimits(
-            rpm=row.rpm,
-            rpd=row.rpd,
-            tpm=row.tpm,
-            tpd=row.tpd,
-            token_quota=row.token_quota,
-            budget_usd=row.budget_usd,
-            budget_period=row.budget_period or "none",
-            max_parallel=row.max_parallel,
+        limits=shared_limits(
+            KeyLimits(
+                rpm=row.rpm,
+                rpd=row.rpd,
+                tpm=row.tpm,
+                tpd=row.tpd,
+                token_quota=row.token_quota,
+                budget_usd=row.budget_usd,
+                budget_period=row.budget_period or "none",
+                max_parallel=row.max_parallel,
+            )
         ),
         response_cache=bool(row.response_cache),
     )
@@ -108,6 +126,15 @@ async def load_key_by_hash(engine: AsyncEngine, key_hash: str) -> KeyRecord | No
     async with engine.connect() as conn:
         row = (await conn.execute(stmt)).first()
     return key_record_from_row(row) if row is not None else None
+
+
+async def load_keys_by_hash(engine: AsyncEngine, key_hashes: list[str]) -> dict[str, KeyRecord]:
+    """The key cache's reads in batches: one SELECT on the unique key_hash index for many
+    keys. Hashes of unknown keys are absent from the answer."""
+    stmt = select(api_keys.c.key_hash, *_KEY_COLUMNS).where(api_keys.c.key_hash.in_(key_hashes))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return {str(row.key_hash): key_record_from_row(row) for row in rows}
 
 
 # --- state revisions --------------------------------------------------------------------------

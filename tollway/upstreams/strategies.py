@@ -40,27 +40,39 @@ def balance_weights(ups: list[Upstream]) -> list[float]:
     once however many keys it has. Unknown balances count as the mean of the known ones."""
     keys: dict[Account, int] = {}
     for up in ups:
-        keys[up.acct] = keys.get(up.acct, 0) + 1
-    known = [b for b in (a.available() for a in keys) if b is not None]
-    default = sum(known) / len(known) if known else None
+        acct = up.acct
+        keys[acct] = keys.get(acct, 0) + 1
+    balances = [acct.available() for acct in keys]  # once per account, in `keys` order
+    known = [b for b in balances if b is not None]
+    if not known:  # no balance known (no probe answered yet): the static weights
+        return [up.weight for up in ups]
+    default = sum(known) / len(known)
+    if len(keys) == len(ups):  # one key per account: `balances` is in `ups` order
+        # `/ 1` as in the general case below: the same float, bit for bit.
+        return [
+            up.weight * (default if b is None else b) / 1
+            for up, b in zip(ups, balances, strict=True)
+        ]
+    per_account = dict(zip(keys, balances, strict=True))
     weights = []
     for up in ups:
-        balance = up.acct.available()
+        acct = up.acct
+        balance = per_account[acct]
         if balance is None:
             balance = default
-        weights.append(up.weight if balance is None else up.weight * balance / keys[up.acct])
+        weights.append(up.weight * balance / keys[acct])
     return weights
 
 
 def smooth_pick(group: Group, ups: list[Upstream], weights: list[float]) -> int:
     current = group.current
+    get = current.get
     total = 0.0
     best = 0
     best_value = float("-inf")
-    for i, up in enumerate(ups):
-        w = weights[i]
+    for i, (up, w) in enumerate(zip(ups, weights, strict=True)):
         total += w
-        value = current.get(up, 0.0) + w
+        value = get(up, 0.0) + w
         current[up] = value
         if value > best_value:
             best, best_value = i, value
@@ -68,11 +80,20 @@ def smooth_pick(group: Group, ups: list[Upstream], weights: list[float]) -> int:
     return best
 
 
-def order(group: Group, ups: list[Upstream], rng: random.Random, explore: float) -> list[Upstream]:
+def order(
+    group: Group,
+    ups: list[Upstream],
+    rng: random.Random,
+    explore: float,
+    balances: bool = True,
+) -> list[Upstream]:
+    """`balances` False: no account of `ups` has a balance known, so balance_weights would
+    give the static weights (the caller saw every balance already)."""
     n = len(ups)
     strategy = group.strategy
     if strategy == "balance":
-        return _rotated(ups, smooth_pick(group, ups, balance_weights(ups)))
+        weights = balance_weights(ups) if balances else [u.weight for u in ups]
+        return _rotated(ups, smooth_pick(group, ups, weights))
     if strategy == "weighted":
         return _rotated(ups, smooth_pick(group, ups, [u.weight for u in ups]))
     start = group.turn % n

@@ -4,7 +4,6 @@ await in between, so on one event loop it is atomic."""
 from __future__ import annotations
 
 import time
-from collections import deque
 
 from tollway.core.types import KeyLimits, KeyRecord
 
@@ -15,29 +14,39 @@ from .windows import DAY, MINUTE, Clock, Periods, Span, leaves_at
 
 
 class Window:
-    """A sliding window as (bucket, count) pairs, oldest first, with a running total."""
+    """A sliding window as a flat list of (bucket, count) pairs, oldest first, with a
+    running total. Flat and a list, not a deque of pairs: a key uses up to four windows and
+    a deque is ~620 bytes even when empty; with a hundred thousand keys in use, the windows
+    were most of the process's memory. Evicting deletes a slice (rare: one bucket per step)."""
 
-    __slots__ = ("buckets", "span", "total")
+    __slots__ = ("flat", "span", "total")
 
     def __init__(self, span: Span) -> None:
         self.span = span
-        self.buckets: deque[list[int]] = deque()
+        self.flat: list[int] = []  # bucket, count, bucket, count, ...
         self.total = 0
 
     def evict(self, now_ms: int) -> int:
-        keep = now_ms // self.span.step_ms - self.span.buckets
-        buckets = self.buckets
-        while buckets and buckets[0][0] < keep:
-            self.total -= buckets.popleft()[1]
+        flat = self.flat
+        if flat:
+            keep = now_ms // self.span.step_ms - self.span.buckets
+            if flat[0] < keep:
+                i, end, total = 0, len(flat), self.total
+                while i < end and flat[i] < keep:
+                    total -= flat[i + 1]
+                    i += 2
+                del flat[:i]
+                self.total = total
         return self.total
 
     def add(self, now_ms: int, n: int) -> None:
         idx = now_ms // self.span.step_ms
-        buckets = self.buckets
-        if buckets and buckets[-1][0] == idx:
-            buckets[-1][1] += n
+        flat = self.flat
+        if flat and flat[-2] == idx:
+            flat[-1] += n
         else:
-            buckets.append([idx, n])
+            flat.append(idx)
+            flat.append(n)
         self.total += n
 
     def retry_ms(self, now_ms: int, limit: int) -> int:
@@ -46,17 +55,18 @@ class Window:
             return self.span.window_ms
         excess = self.total - limit + 1
         freed = 0
-        for idx, n in self.buckets:
-            freed += n
+        flat = self.flat
+        for i in range(0, len(flat), 2):
+            freed += flat[i + 1]
             if freed >= excess:
-                return leaves_at(idx, self.span) - now_ms
+                return leaves_at(flat[i], self.span) - now_ms
         return 0
 
     def reset_ms(self, now_ms: int) -> int:
         """Until the window is empty again."""
-        if not self.buckets:
+        if not self.flat:
             return 0
-        return leaves_at(self.buckets[-1][0], self.span) - now_ms
+        return leaves_at(self.flat[-2], self.span) - now_ms
 
 
 class KeyState:

@@ -68,6 +68,9 @@ def _n(value: int | float | None) -> str:
     return "-1" if value is None else str(value)
 
 
+MAX_NAMED_KEYS = 100_000  # keys whose Redis key names are kept (a key seen once stays otherwise)
+
+
 class RedisLimiter:
     def __init__(
         self,
@@ -108,6 +111,8 @@ class RedisLimiter:
             # One hash tag per client key: a Redis Cluster keeps all of them in one slot.
             base = f"{self.prefix}:{{k{key_id}}}:"
             names = [base + s for s in ("s", "rpm", "rpd", "tpm", "tpd", "fl")]
+            if len(self._names) >= MAX_NAMED_KEYS:  # ~600 bytes a key; rebuilt on demand
+                self._names.clear()
             self._names[key_id] = names
         return names
 
