@@ -158,10 +158,10 @@ def test_a_key_disabled_straight_in_the_database_is_refused_after_the_ttl(tmp_pa
         with db:
             db.execute("UPDATE api_keys SET enabled = 0 WHERE key_hash = ?", (hash_key(stack.key),))
         db.close()
-        ask()  # cached: not seen yet
-        time.sleep(0.6)
-        ask()  # expired: answered from the cache, and the refresh reads the row
-        deadline = time.monotonic() + 5
+        # The cached answer holds until the TTL has passed; the first request after it is
+        # still answered from the cache while the refresh reads the row, the next ones are
+        # refused. (How many are answered first depends on timing: a loaded machine.)
+        deadline = time.monotonic() + 10
         with pytest.raises(openai.PermissionDeniedError):
             while time.monotonic() < deadline:
                 ask()
