@@ -19,6 +19,7 @@ from tollway.services.usage_filters import where_terms
 from tollway.store.queries import as_utc, utcnow
 from tollway.store.rollup_shapes import FULL, dims_is, pick_shape
 from tollway.store.tables import usage_cube, usage_cube_daily, usage_rollups, usage_rollups_daily
+from tollway.store.usage_slices import COUNTERS as COUNTERS  # the services import it from here
 
 Bucket = Literal["hour", "day"]
 Order = Literal["requests", "tokens", "cost", "errors"]
@@ -74,18 +75,6 @@ class UsageReport(BaseModel):
     by_model: list[UsageGroup]
     by_upstream: list[UsageGroup]
     by_endpoint: list[UsageGroup]
-
-
-COUNTERS = (
-    "requests",
-    "errors",
-    "client_errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost_usd",
-    "latency_ms_sum",
-)
 
 
 def sums(c: Any) -> list[Any]:
