@@ -166,7 +166,7 @@ def test_a_key_disabled_straight_in_the_database_is_refused_after_the_ttl(tmp_pa
             while time.monotonic() < deadline:
                 ask()
                 time.sleep(0.05)
-        rt = stack.gateway.app.runtime
-        assert rt is not None and rt.keys.refreshed >= 1
+        # Which read saw the row (the background refresh, or a miss once the entry was too
+        # old) depends on timing; the refresh itself is tested above.
     finally:
         stack.stop()
