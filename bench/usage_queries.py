@@ -42,6 +42,7 @@ from bench.usage_gen import (
 from tollway.services import usage
 from tollway.services.usage_latency import latency_series
 from tollway.store.db import create_engine
+from tollway.ui.pages.dashboard import page_reads
 
 
 async def _counts(url: str) -> tuple[int, int, int] | None:
@@ -100,11 +101,8 @@ def cases(engine: Any, max_id: int) -> list[tuple[str, Callable[[], Awaitable[An
             return (await conn.execute(stmt.where(u.c.ts >= d30))).one()
 
     def dashboard(length: timedelta, bucket: str, **f: Any) -> Callable[[], Awaitable[Any]]:
-        async def page() -> None:  # what ui/pages/dashboard.py awaits, in its order
-            start = now - length
-            await usage.report(engine, start=start, end=now, bucket=bucket, top=10, **f)
-            await usage.report(engine, start=start - length, end=start, bucket=bucket, top=1, **f)
-            await latency_series(engine, start=start, end=now, bucket=bucket, **f)
+        async def page() -> None:  # what ui/pages/dashboard.py awaits (its reads at once)
+            await page_reads(engine, now - length, now, bucket, f)
 
         return page
 

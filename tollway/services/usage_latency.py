@@ -2,10 +2,10 @@
 
 Percentiles cannot be summed from the rollups' latency sums. They come from the latency
 histograms (store/rollup_shapes.py: request counts per latency bucket, 8 buckets per doubling,
-in all, per model, per upstream; whole hours like every rollup report), so a value is the
-middle of the bucket the exact percentile falls in: within 4.4 % of it. A key filter, or a
-model and an upstream together, has no histogram: those read the latencies from raw rows,
-newest first and capped at `max_rows`; a point computed from a capped read says so
+in all, per key, per model, per upstream, per model and upstream; whole hours like every rollup
+report), so a value is the middle of the bucket the exact percentile falls in: within 4.4 % of
+it. A key with a model or an upstream has no histogram: those read the key's latencies from raw
+rows, newest first and capped at `max_rows`; a point computed from a capped read says so
 (`sampled`).
 """
 
@@ -108,8 +108,8 @@ async def latency_series(
     included with None."""
     b = check_bucket(bucket)
     start, end = default_range(start, end, b)
-    filtered = {n for n, v in (("model", model), ("upstream", upstream)) if v is not None}
-    shape = None if key_id is not None else pick_latency_shape(filtered)
+    given = (("key_id", key_id), ("model", model), ("upstream", upstream))
+    shape = pick_latency_shape({n for n, v in given if v is not None})
     if shape is None:
         return await _from_raw(engine, start, end, b, key_id, model, upstream, max_rows)
     groups = _slots(start, end, b)  # validates the range's length before any query
@@ -117,7 +117,9 @@ async def latency_series(
     for daily, lo, hi, sign in range_spans(start, end, hourly_only=b == "hour"):
         t = usage_latency_daily if daily else usage_latency
         col = t.c.day if daily else t.c.hour
-        conds = where_terms(col, lo, hi, [(t.c.model, model), (t.c.upstream, upstream)])
+        conds = where_terms(
+            col, lo, hi, [(t.c.key_id, key_id), (t.c.model, model), (t.c.upstream, upstream)]
+        )
         counted = t.c.requests if sign > 0 else -t.c.requests  # hours outside a partial day
         parts.append(
             select(col.label("at"), t.c.ms_bucket, counted.label("requests")).where(

@@ -26,9 +26,9 @@ DIM_BITS = {"key_id": KEY, "model": MODEL, "upstream": UPSTREAM, "endpoint": END
 # a model's rows are a few per key, and a per-key-and-model shape would add a few hundred
 # upserted rows to every batch of the usage writer.
 CUBE_SHAPES = (0, KEY, MODEL | UPSTREAM | ENDPOINT, KEY | UPSTREAM)
-# Latency histograms: in all, per model, per upstream. A key (or a model and an upstream
-# together) reads raw rows instead: per-key histograms would outnumber the raw rows' pages.
-LATENCY_SHAPES = (0, MODEL, UPSTREAM)
+# Latency histograms: in all, per key, per model, per upstream, per model and upstream. A key
+# with another filter reads the key's raw rows (by its (key_id, id) index) instead.
+LATENCY_SHAPES = (0, KEY, MODEL, UPSTREAM, MODEL | UPSTREAM)
 
 
 def mask(names: set[str] | frozenset[str]) -> int:

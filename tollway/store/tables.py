@@ -243,19 +243,31 @@ usage_cube_daily = _cube("usage_cube_daily", "day")
 
 
 def _latency(name: str, bucket: str) -> Table:
-    """Latency histograms (migration 0010): requests per latency bucket (8 per doubling of
-    the milliseconds, store/latency_buckets.py), in all (`dims` 0), per model (2) and per
-    upstream (4), so the dashboard's p50/p95 never read raw rows."""
+    """Latency histograms (migrations 0010, 0011): requests per latency bucket (8 per doubling
+    of the milliseconds, store/rollup_shapes.py), in all (`dims` 0), per key (1), per model
+    (2), per upstream (4) and per model and upstream (6), so the dashboard's p50/p95 never
+    read raw rows unless a key is combined with another filter."""
     return Table(
         name,
         metadata,
         Column(bucket, DateTime(timezone=True), nullable=False),
         Column("dims", SmallInteger, nullable=False),
+        Column("key_id", Integer, nullable=False, default=0),
         Column("model", String(300), nullable=False),
         Column("upstream", String(200), nullable=False),
         Column("ms_bucket", SmallInteger, nullable=False),
         Column("requests", BigInteger, nullable=False, default=0),
-        UniqueConstraint("dims", "model", "upstream", bucket, "ms_bucket", name=f"uq_{name}"),
+        UniqueConstraint(
+            "dims", "key_id", "model", "upstream", bucket, "ms_bucket", name=f"uq_{name}"
+        ),
+        # One key's rows (partial: queries spell `dims = 1` as a literal, as for the cube).
+        Index(
+            f"ix_{name}_key_{bucket}",
+            "key_id",
+            bucket,
+            sqlite_where=text("dims = 1"),
+            postgresql_where=text("dims = 1"),
+        ),
     )
 
 

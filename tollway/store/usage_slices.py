@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tollway.store.rollup_shapes import (
     CUBE_SHAPES,
+    KEY,
     LATENCY_SHAPES,
     MODEL,
     UPSTREAM,
@@ -32,7 +33,8 @@ from tollway.store.upsert_rows import add_rows
 # (bucket, key_id, model, upstream, endpoint), as the full rollups key their rows
 RollupKey = tuple[datetime, int, str, str, str]
 CubeKey = tuple[Any, ...]  # dims, bucket, key_id, model, upstream, endpoint
-LatencyKey = tuple[Any, ...]  # dims, model, upstream, bucket, ms bucket
+LatencyKey = tuple[Any, ...]  # dims, key_id, model, upstream, bucket, ms bucket
+Sample = tuple[datetime, int, str, str, float]  # hour, key_id, model, upstream, latency ms
 
 
 class Counters(Protocol):
@@ -74,15 +76,16 @@ def cube_rows(rollups: dict[RollupKey, Counters]) -> dict[CubeKey, list[float]]:
     return out
 
 
-def latency_rows(samples: Iterable[tuple[datetime, str, str, float]]) -> dict[LatencyKey, int]:
-    """Request counts per latency bucket for each latency shape; samples are
-    (hour, model, upstream, latency ms) of the inserted rows that have a latency."""
+def latency_rows(samples: Iterable[Sample]) -> dict[LatencyKey, int]:
+    """Request counts per latency bucket for each latency shape, from the inserted rows that
+    have a latency."""
     out: dict[LatencyKey, int] = {}
-    for hour, model, upstream, ms in samples:
+    for hour, key_id, model, upstream, ms in samples:
         b = latency_bucket(ms)
         for shape in LATENCY_SHAPES:
             lk = (
                 shape,
+                key_id if shape & KEY else 0,
                 model if shape & MODEL else "",
                 upstream if shape & UPSTREAM else "",
                 hour,
@@ -111,8 +114,8 @@ def cube_by_day(rows: dict[CubeKey, list[float]]) -> dict[CubeKey, list[float]]:
 
 def latency_by_day(rows: dict[LatencyKey, int]) -> dict[LatencyKey, int]:
     out: dict[LatencyKey, int] = {}
-    for (shape, model, upstream, hour, b), n in rows.items():
-        dk = (shape, model, upstream, _day(hour), b)
+    for (shape, key_id, model, upstream, hour, b), n in rows.items():
+        dk = (shape, key_id, model, upstream, _day(hour), b)
         out[dk] = out.get(dk, 0) + n
     return out
 
@@ -120,7 +123,7 @@ def latency_by_day(rows: dict[LatencyKey, int]) -> dict[LatencyKey, int]:
 async def write_slices(
     conn: AsyncConnection,
     hourly: dict[RollupKey, Counters],
-    samples: list[tuple[datetime, str, str, float]],
+    samples: list[Sample],
 ) -> None:
     """Upsert the batch's cube and latency rows, hourly and daily, each table's rows sorted
     (so concurrent writers lock rows in one order, as for the full rollups)."""
@@ -139,7 +142,7 @@ async def write_slices(
         (usage_latency, "hour", lat_h),
         (usage_latency_daily, "day", latency_by_day(lat_h)),
     ):
-        keys = ("dims", "model", "upstream", bucket, "ms_bucket")
+        keys = ("dims", "key_id", "model", "upstream", bucket, "ms_bucket")
         await add_rows(
             conn, table, keys, ("requests",), [(*lk, n) for lk, n in sorted(counts.items())]
         )

@@ -26,7 +26,7 @@ from tollway.store.queries import from_unix
 from tollway.store.tables import api_keys, usage_records, usage_rollups, usage_rollups_daily
 from tollway.store.upsert_rows import add_rows
 from tollway.store.usage_clean import clean
-from tollway.store.usage_slices import write_slices
+from tollway.store.usage_slices import Sample, write_slices
 
 log = logging.getLogger("tollway.usage")
 
@@ -130,7 +130,7 @@ async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
         # already in the table is skipped by the insert and must not be counted twice.
         inserted = await _insert_records(conn, rows)
         rollups: dict[RollupKey, _Rollup] = {}
-        samples: list[tuple[datetime, str, str, float]] = []  # for the latency histograms
+        samples: list[Sample] = []  # for the latency histograms
         last_used: dict[int, datetime] = {}
         for ev, row in zip(events, rows, strict=True):
             if ev.request_id not in inserted:
@@ -143,7 +143,7 @@ async def _write_batch(engine: AsyncEngine, events: list[UsageEvent]) -> None:
                 rollup = rollups[rk] = _Rollup()
             rollup.add(ev)
             if ev.latency_ms is not None:
-                samples.append((hour, rk[2], rk[3], ev.latency_ms))
+                samples.append((hour, rk[1], rk[2], rk[3], ev.latency_ms))
             if key_id is not None and (key_id not in last_used or ts > last_used[key_id]):
                 last_used[key_id] = ts
         if rollups:
