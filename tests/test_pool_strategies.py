@@ -11,6 +11,7 @@ import pytest
 
 from tollway.upstreams.policy import PoolPolicy
 from tollway.upstreams.pool import Pool
+from tollway.upstreams.strategies import balance_weights
 from tollway.upstreams.target import Upstream
 
 
@@ -88,6 +89,22 @@ def test_unknown_balance_counts_as_the_mean_of_known_ones() -> None:
     counts = picks(pool, 1500)
     # weights 10 : 30 : 20
     assert counts["unknown"] / 1500 == pytest.approx(20 / 60, abs=0.02)
+
+
+def test_own_account_weights_equal_the_general_count_bit_for_bit() -> None:
+    """The shortcut for groups where every upstream has its own account gives exactly the
+    weights of the general per-account count, known, unknown and no balances alike."""
+    ups = [up(f"u{i}", weight=1.0 + i % 3) for i in range(7)]
+    pool = make_pool(ups)
+    assert len(pool.serving("m")) == 7 and pool._group("m").own_accounts
+    assert (
+        balance_weights(ups, own_accounts=True) == balance_weights(ups) == [u.weight for u in ups]
+    )
+    for i in (0, 2, 3, 6):
+        pool.set_balance(ups[i].acct, 0.1 * (i + 1) + 7.3, 0.0)
+    assert balance_weights(ups, own_accounts=True) == balance_weights(ups)
+    shared = [up("s1", account="same"), up("s2", account="same")]
+    assert not make_pool([*ups, *shared])._group("m").own_accounts
 
 
 def test_balance_without_any_known_balance_follows_the_static_weights() -> None:

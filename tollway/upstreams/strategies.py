@@ -27,6 +27,12 @@ class Group:
     strategy: str
     current: dict[Upstream, float] = field(default_factory=dict)  # smooth WRR state
     turn: int = 0
+    # Every upstream bills its own account (the usual case): then so does any subset of them,
+    # and balance_weights need not count keys per account.
+    own_accounts: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.own_accounts = len({up.acct for up in self.ups}) == len(self.ups)
 
 
 def _rotated(ups: list[Upstream], first: int) -> list[Upstream]:
@@ -35,9 +41,20 @@ def _rotated(ups: list[Upstream], first: int) -> list[Upstream]:
     return [*ups[first:], *ups[:first]]
 
 
-def balance_weights(ups: list[Upstream]) -> list[float]:
+def balance_weights(ups: list[Upstream], own_accounts: bool = False) -> list[float]:
     """weight x balance / (the account's keys among these): an account's balance is counted
-    once however many keys it has. Unknown balances count as the mean of the known ones."""
+    once however many keys it has. Unknown balances count as the mean of the known ones.
+    `own_accounts`: the caller knows each of `ups` has an account of its own."""
+    if own_accounts:
+        balances = [up.acct.available() for up in ups]
+        known = [b for b in balances if b is not None]
+        if not known:
+            return [up.weight for up in ups]
+        mean = sum(known) / len(known)
+        return [
+            up.weight * (mean if b is None else b) / 1  # `/ 1`: the same float as below
+            for up, b in zip(ups, balances, strict=True)
+        ]
     keys: dict[Account, int] = {}
     for up in ups:
         acct = up.acct
@@ -92,7 +109,7 @@ def order(
     n = len(ups)
     strategy = group.strategy
     if strategy == "balance":
-        weights = balance_weights(ups) if balances else [u.weight for u in ups]
+        weights = balance_weights(ups, group.own_accounts) if balances else [u.weight for u in ups]
         return _rotated(ups, smooth_pick(group, ups, weights))
     if strategy == "weighted":
         return _rotated(ups, smooth_pick(group, ups, [u.weight for u in ups]))
