@@ -193,6 +193,18 @@ usage_rollups_daily = Table(
 )
 
 
+def _per_key_index(name: str, bucket: str) -> Index:
+    """One key's rows of the per-key shape; partial, so queries must spell `dims = 1` as a
+    literal (rollup_shapes.dims_is)."""
+    return Index(
+        f"ix_{name}_key_{bucket}",
+        "key_id",
+        bucket,
+        sqlite_where=text("dims = 1"),
+        postgresql_where=text("dims = 1"),
+    )
+
+
 def _cube(name: str, bucket: str) -> Table:
     """The rollups' counters summed over fewer dimensions (migration 0010): `dims` says which
     of key_id (1), model (2), upstream (4) and endpoint (8) a row keeps; the others hold 0 or
@@ -226,15 +238,7 @@ def _cube(name: str, bucket: str) -> Table:
             "dims", bucket, "key_id", "model", "upstream", "endpoint", name=f"uq_{name}"
         ),
         Index(f"ix_{name}_dims_model_upstream_{bucket}", "dims", "model", "upstream", bucket),
-        # One key's rows of the per-key shape (budgets, key standing, a key's series); partial,
-        # so queries must spell `dims = 1` as a literal (rollup_shapes.dims_is).
-        Index(
-            f"ix_{name}_key_{bucket}",
-            "key_id",
-            bucket,
-            sqlite_where=text("dims = 1"),
-            postgresql_where=text("dims = 1"),
-        ),
+        _per_key_index(name, bucket),  # budgets, key standing, a key's series
     )
 
 
@@ -260,14 +264,7 @@ def _latency(name: str, bucket: str) -> Table:
         UniqueConstraint(
             "dims", "key_id", "model", "upstream", bucket, "ms_bucket", name=f"uq_{name}"
         ),
-        # One key's rows (partial: queries spell `dims = 1` as a literal, as for the cube).
-        Index(
-            f"ix_{name}_key_{bucket}",
-            "key_id",
-            bucket,
-            sqlite_where=text("dims = 1"),
-            postgresql_where=text("dims = 1"),
-        ),
+        _per_key_index(name, bucket),  # a key's latency
     )
 
 
