@@ -307,9 +307,16 @@ async def test_filtered_totals_are_exact_to_the_minute(
         rows = [r for r in raw if _exact(r, start, end) and _in(r, None, None, f)]
         got = await usage.filtered_totals(engine, start=start, end=end, **f)
         assert _stats(got) == _sums(rows), (start, end)
-        errors = [r for r in rows if r.status >= 400]
-        got = await usage.filtered_totals(engine, start=start, end=end, status="error", **f)
-        assert _stats(got) == _sums(errors)
+        for status, keep in (
+            ("error", lambda code: code >= 400),
+            ("ok", lambda code: code < 400),  # all the requests less the failed ones
+            ("5xx", lambda code: 500 <= code < 600),
+            ("2xx", lambda code: 200 <= code < 300),
+            ("429", lambda code: code == 429),
+            ("200", lambda code: code == 200),
+        ):
+            got = await usage.filtered_totals(engine, start=start, end=end, status=status, **f)
+            assert _stats(got) == _sums([r for r in rows if keep(r.status)]), (status, start)
 
 
 async def test_key_stats_equal_raw_sums(traffic: tuple[AsyncEngine, list[int]]) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Unpack
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, and_, select, true
+from sqlalchemy import ColumnElement, and_, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.services.csv_cells import cell
@@ -66,18 +66,26 @@ class RecordPage(BaseModel):
     next_cursor: int | None  # pass as `cursor` for the next (older) page; None = no more
 
 
+# `status >= 400` with the number in the SQL text: the term the partial index of failed rows
+# is defined by (ix_usage_records_errors_ts), which the planners match only as written.
+ERRORS_ONLY = u.status >= literal_column("400")
+
+
 def status_filter(status: str) -> ColumnElement[bool]:
-    """ "429" exact code, "4xx" a class, "ok" (< 400) or "error" (>= 400)."""
+    """ "429" exact code, "4xx" a class, "ok" (< 400) or "error" (>= 400). Every filter that
+    keeps only failed requests includes ERRORS_ONLY, so it can read the index of those."""
     s = status.strip().lower()
     if s == "ok":
         return u.status < 400
     if s == "error":
-        return u.status >= 400
+        return ERRORS_ONLY
     if len(s) == 3 and s[0] in "12345" and s[1:] == "xx":
         base = int(s[0]) * 100
-        return and_(u.status >= base, u.status < base + 100)
+        term = and_(u.status >= base, u.status < base + 100)
+        return and_(ERRORS_ONLY, term) if base >= 400 else term
     if s.isdigit() and 100 <= int(s) <= 599:
-        return u.status == int(s)
+        code = u.status == int(s)
+        return and_(ERRORS_ONLY, code) if int(s) >= 400 else code
     raise Invalid("status must be a code like 429, a class like 5xx, or ok / error")
 
 
