@@ -28,6 +28,9 @@ def free_port() -> int:
         return port
 
 
+READY_SECONDS = 60
+
+
 def wait_ready(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,11 +115,14 @@ class GatewayProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+        # 60 s: processes started together on a loaded 2-core box each import, migrate (under
+        # the migration lock, one after the other) and warm up; a hang still fails here.
         try:
-            wait_ready(self.url, 30)
+            wait_ready(self.url, READY_SECONDS)
         except RuntimeError:
             self.stop()
-            raise RuntimeError(self.log.read_text()) from None
+            log = self.log.read_text()
+            raise RuntimeError(f"not ready in {READY_SECONDS} s; its log:\n{log}") from None
         return self
 
     def stop(self) -> None:
