@@ -198,6 +198,11 @@ async def test_reports_equal_raw_sums(traffic: tuple[AsyncEngine, list[int]], f:
             rep = await usage.report(engine, start=start, end=end_, bucket=bucket, top=3, **f)
             assert _stats(rep.totals) == _sums(rows)
             assert [_stats(p) for p in rep.series] == [_stats(p) for p in series]
+            bare = await usage.report(  # the dashboard's previous period: no breakdowns
+                engine, start=start, end=end_, bucket=bucket, breakdowns=False, **f
+            )
+            assert bare.totals == rep.totals and bare.series == rep.series
+            assert bare.by_key == bare.by_model == bare.by_upstream == bare.by_endpoint == []
             for dim, got_groups in (
                 ("model", rep.by_model),
                 ("upstream", rep.by_upstream),

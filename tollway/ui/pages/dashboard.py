@@ -97,7 +97,9 @@ async def page_reads(
     length = end - start
     return await asyncio.gather(
         usage_service.report(engine, start=start, end=end, bucket=bucket, top=10, **f),
-        usage_service.report(engine, start=start - length, end=start, bucket=bucket, top=1, **f),
+        usage_service.report(
+            engine, start=start - length, end=start, bucket=bucket, breakdowns=False, **f
+        ),
         latency_series(engine, start=start, end=end, bucket=bucket, **f),
         key_service.list_keys(engine, limit=FILTER_KEYS),
     )
