@@ -31,7 +31,14 @@ from tollway.services.usage_models import (
 )
 from tollway.services.usage_records import record_filters
 from tollway.store.queries import as_utc
-from tollway.store.rollup_shapes import bucket_value, dims_is, pick_latency_shape
+from tollway.store.rollup_shapes import (
+    KEY,
+    MODEL,
+    UPSTREAM,
+    bucket_value,
+    dims_is,
+    pick_latency_shape,
+)
 from tollway.store.tables import usage_latency, usage_latency_daily, usage_records
 
 u = usage_records.c
@@ -117,9 +124,14 @@ async def latency_series(
     for daily, lo, hi, sign in range_spans(start, end, hourly_only=b == "hour"):
         t = usage_latency_daily if daily else usage_latency
         col = t.c.day if daily else t.c.hour
-        conds = where_terms(
-            col, lo, hi, [(t.c.key_id, key_id), (t.c.model, model), (t.c.upstream, upstream)]
-        )
+        # A dimension the shape does not keep holds its constant: spelled out, so the read
+        # walks the unique index (dims, key_id, model, upstream, bucket) to the bucket range.
+        equal = [
+            (t.c.key_id, key_id if shape & KEY else 0),
+            (t.c.model, model if shape & MODEL else ""),
+            (t.c.upstream, upstream if shape & UPSTREAM else ""),
+        ]
+        conds = where_terms(col, lo, hi, equal)
         counted = t.c.requests if sign > 0 else -t.c.requests  # hours outside a partial day
         parts.append(
             select(col.label("at"), t.c.ms_bucket, counted.label("requests")).where(
