@@ -332,6 +332,20 @@ async def list_keys(
     return KeyPage(items=items, total=int(total or 0), offset=offset, limit=limit)
 
 
+class KeyName(BaseModel):
+    id: int
+    name: str
+
+
+async def key_names(engine: AsyncEngine, limit: int = 500) -> list[KeyName]:
+    """Ids and names of the newest `limit` keys, for a filter's choices: one short read, no
+    standing or usage (list_keys sums each key's usage)."""
+    stmt = select(api_keys.c.id, api_keys.c.name).order_by(api_keys.c.id.desc()).limit(limit)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [KeyName(id=r.id, name=r.name) for r in rows]
+
+
 # --- writes -----------------------------------------------------------------------------------
 
 

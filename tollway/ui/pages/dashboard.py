@@ -18,7 +18,7 @@ from starlette.routing import Route
 from tollway.services import keys as key_service
 from tollway.services import upstreams as upstream_service
 from tollway.services import usage as usage_service
-from tollway.services.keys import KeyPage
+from tollway.services.keys import KeyName
 from tollway.services.usage_latency import LatencySeries, latency_series
 from tollway.ui.web import admin, ui_of, utcnow
 
@@ -91,9 +91,10 @@ def _filters(request: Request) -> dict[str, Any]:
 
 async def page_reads(
     engine: AsyncEngine, start: datetime, end: datetime, bucket: str, f: dict[str, Any]
-) -> tuple[usage_service.UsageReport, usage_service.UsageReport, LatencySeries, KeyPage]:
-    """The page's four reads, at once: each on its own pooled connection, so the page waits
-    for the slowest rather than the sum (bench/usage_queries.py times this)."""
+) -> tuple[usage_service.UsageReport, usage_service.UsageReport, LatencySeries, list[KeyName]]:
+    """The page's four reads, at once, each on its own pooled connection: the database's
+    work for one overlaps the Python work for the others (bench/usage_queries.py times
+    this). The period before needs its totals and series only."""
     length = end - start
     return await asyncio.gather(
         usage_service.report(engine, start=start, end=end, bucket=bucket, top=10, **f),
@@ -101,7 +102,7 @@ async def page_reads(
             engine, start=start - length, end=start, bucket=bucket, breakdowns=False, **f
         ),
         latency_series(engine, start=start, end=end, bucket=bucket, **f),
-        key_service.list_keys(engine, limit=FILTER_KEYS),
+        key_service.key_names(engine, limit=FILTER_KEYS),
     )
 
 
@@ -134,7 +135,7 @@ async def dashboard(request: Request) -> Response:
         previous=previous,
         latency=latency,
         f=f,
-        key_choices=sorted(keys.items, key=lambda k: k.name.lower()),
+        key_choices=sorted(keys, key=lambda k: k.name.lower()),
         model_choices=sorted(set(pool.models()) | {m.name for m in report.by_model if m.name}),
         upstream_choices=sorted(pool.by_name),
         client_rate=t.client_errors / t.requests if t.requests else None,
