@@ -44,27 +44,22 @@ def _rotated(ups: list[Upstream], first: int) -> list[Upstream]:
 def balance_weights(ups: list[Upstream], own_accounts: bool = False) -> list[float]:
     """weight x balance / (the account's keys among these): an account's balance is counted
     once however many keys it has. Unknown balances count as the mean of the known ones.
-    `own_accounts`: the caller knows each of `ups` has an account of its own."""
+    `own_accounts`: the caller knows each of `ups` has an account of its own (no counting)."""
+    keys: dict[Account, int] | None = None
     if own_accounts:
-        balances = [up.acct.available() for up in ups]
-        known = [b for b in balances if b is not None]
-        if not known:
-            return [up.weight for up in ups]
-        mean = sum(known) / len(known)
-        return [
-            up.weight * (mean if b is None else b) / 1  # `/ 1`: the same float as below
-            for up, b in zip(ups, balances, strict=True)
-        ]
-    keys: dict[Account, int] = {}
-    for up in ups:
-        acct = up.acct
-        keys[acct] = keys.get(acct, 0) + 1
-    balances = [acct.available() for acct in keys]  # once per account, in `keys` order
+        accounts = [up.acct for up in ups]
+    else:
+        keys = {}
+        for up in ups:
+            acct = up.acct
+            keys[acct] = keys.get(acct, 0) + 1
+        accounts = list(keys)
+    balances = [acct.available() for acct in accounts]  # once per account, in that order
     known = [b for b in balances if b is not None]
     if not known:  # no balance known (no probe answered yet): the static weights
         return [up.weight for up in ups]
     default = sum(known) / len(known)
-    if len(keys) == len(ups):  # one key per account: `balances` is in `ups` order
+    if keys is None or len(keys) == len(ups):  # one key per account: `balances` in `ups` order
         # `/ 1` as in the general case below: the same float, bit for bit.
         return [
             up.weight * (default if b is None else b) / 1
